@@ -1,0 +1,112 @@
+"""Mean-scale hyperprior with gain vectors: one network for every rate.
+
+Architecture (Minnen et al. 2018 without the autoregressive context, so decoding stays
+parallel) plus the gain units of Cui et al. 2021 ("Asymmetric Gained Deep Image Compression"):
+per-channel gain vectors for y and z at ``levels`` rate points. A continuous rate parameter
+t in [0, 1] picks a point between two neighbouring levels by interpolating the log-gains, so
+one set of weights gives a continuous quality knob. Training samples t per image and uses
+lambda(t) log-spaced over [lmbda_min, lmbda_max].
+
+The entropy parameters (h_s) have a second, bit-exact implementation in
+:mod:`codec.models.fixed_point`; compress/decompress always use that one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models.utils import conv, deconv
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> torch.Tensor:
+    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+class GainHyperprior(nn.Module):
+    def __init__(self, N: int = 128, M: int = 192, levels: int = 6,
+                 lmbda_min: float = 0.0016, lmbda_max: float = 0.10):
+        super().__init__()
+        self.N, self.M, self.levels = N, M, levels
+        self.lmbda_min, self.lmbda_max = lmbda_min, lmbda_max
+
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
+        # ReLU only: the fixed-point twin of h_s relies on exactly representable activations.
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.ReLU(inplace=True),
+            deconv(M, M, kernel_size=3), nn.ReLU(inplace=True),
+            conv(M, M * 2, stride=1, kernel_size=1))
+
+        # Log-gains, initialised so the quantisation step shrinks like 1/sqrt(lambda).
+        init = 0.5 * torch.log(self.level_lambdas() / math.sqrt(lmbda_min * lmbda_max))
+        self.y_gain = nn.Parameter(init[:, None].repeat(1, M))
+        self.y_gain_inv = nn.Parameter(-init[:, None].repeat(1, M))
+        self.z_gain = nn.Parameter(torch.zeros(levels, N))
+        self.z_gain_inv = nn.Parameter(torch.zeros(levels, N))
+
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    # ---- rate parameter -------------------------------------------------------------------
+    def level_lambdas(self) -> torch.Tensor:
+        return torch.exp(torch.linspace(math.log(self.lmbda_min), math.log(self.lmbda_max),
+                                        self.levels))
+
+    def lmbda(self, t: torch.Tensor) -> torch.Tensor:
+        lo, hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
+        return torch.exp(lo + (hi - lo) * t)
+
+    @staticmethod
+    def interpolate(log_gains: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Gains for rate parameters t (shape [B]) -> [B, C, 1, 1]."""
+        pos = t.clamp(0, 1) * (log_gains.shape[0] - 1)
+        i = pos.floor().long().clamp(max=log_gains.shape[0] - 2)
+        frac = (pos - i)[:, None]
+        lg = log_gains[i] * (1 - frac) + log_gains[i + 1] * frac
+        return torch.exp(lg)[:, :, None, None]
+
+    def gains(self, t: torch.Tensor):
+        return (self.interpolate(self.y_gain, t), self.interpolate(self.y_gain_inv, t),
+                self.interpolate(self.z_gain, t), self.interpolate(self.z_gain_inv, t))
+
+    # ---- training forward -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool = False):
+        yg, yg_inv, zg, zg_inv = self.gains(t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = self.g_a(x).float() * yg
+            z = self.h_a(y).float() * zg
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck._get_medians()
+        z_hat = ste_round(z - medians) + medians
+        scales, means = self.h_s(z_hat * zg_inv).chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s.
+        y_hat = ste_round(y - means) + means
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            x_hat = self.g_s(y_hat * yg_inv).float()
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def update(self, force: bool = True) -> None:
+        """Build the integer CDF tables the rANS coder uses (stored with the weights)."""
+        self.gaussian_conditional.update_scale_table(scale_table(), force=force)
+        self.entropy_bottleneck.update(force=force)

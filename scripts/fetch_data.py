@@ -1,0 +1,105 @@
+"""Fetch and prepare the training photos listed in shared/data/train_allowlist.tsv.
+
+    python -m scripts.fetch_data [--out data] [--allowlist shared/data/train_allowlist.tsv]
+
+Each Debian package is fetched with `apt-get download` and unpacked with `dpkg-deb -x`; every
+file is checked against the allow-list sha256 before use. Photos are downscaled by 2x, 3x and 4x
+(Lanczos; at least 2x hides the source JPEG blocking) and cached as PNG under OUT/prepared/. A few
+photos are held out as the validation split (OUT/prepared/val/). Nothing from the evaluation or
+reserved sources is ever read: only the allow-listed paths are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ALLOWLIST = ROOT.parent / "shared" / "data" / "train_allowlist.tsv"
+# Held out for validation: one per package family, none of them tiny.
+VALIDATION = {"Bridge_by_Sander_Klootwijk.jpg", "Storm.jpg", "Kite/contents/images/2560x1600.jpg"}
+FACTORS = (2, 3, 4)
+MIN_SIDE = 160  # smaller downscales are useless for 128-px crops
+
+
+def find_allowlist(explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else [DEFAULT_ALLOWLIST, ROOT / "shared/data/train_allowlist.tsv"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    sys.exit(f"fetch_data: allow-list not found (tried {', '.join(map(str, candidates))})")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unpack(package: str, workdir: Path) -> Path:
+    dest = workdir / package
+    if dest.is_dir():
+        return dest
+    subprocess.run(["apt-get", "download", package], cwd=workdir, check=True,
+                   stdout=subprocess.DEVNULL)
+    deb = next(workdir.glob(f"{package}_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+    return dest
+
+
+def prepare(src: Path, out_dir: Path, stem: str) -> int:
+    img = Image.open(src).convert("RGB")
+    n = 0
+    for f in FACTORS:
+        w, h = img.width // f, img.height // f
+        if min(w, h) < MIN_SIDE:
+            continue
+        target = out_dir / f"{stem}_x{f}.png"
+        if not target.exists():
+            img.resize((w, h), Image.Resampling.LANCZOS).save(target)
+        n += 1
+    return n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "data"))
+    ap.add_argument("--allowlist", default=None)
+    args = ap.parse_args(argv)
+
+    allow = find_allowlist(args.allowlist)
+    out = Path(args.out)
+    train_dir, val_dir = out / "prepared" / "train", out / "prepared" / "val"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    val_dir.mkdir(parents=True, exist_ok=True)
+    rows = list(csv.DictReader(allow.open(), delimiter="\t"))
+    cache = out / "debs"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    n_train = n_val = 0
+    for row in rows:
+        root = unpack(row["source_package"], cache)
+        src = root / row["source_path"].lstrip("/")
+        if not src.is_file():
+            sys.exit(f"fetch_data: {src} missing from package {row['source_package']}")
+        if sha256(src) != row["sha256"]:
+            sys.exit(f"fetch_data: sha256 mismatch for {src}")
+        rel = row["source_path"]
+        is_val = any(rel.endswith(v) for v in VALIDATION)
+        parts = Path(rel).parts
+        stem = parts[-4] if parts[-1] == "2560x1600.jpg" else Path(rel).stem
+        n = prepare(src, val_dir if is_val else train_dir, stem)
+        if is_val:
+            n_val += n
+        else:
+            n_train += n
+    print(f"prepared {n_train} training and {n_val} validation images under {out / 'prepared'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
