@@ -110,3 +110,58 @@ class GainHyperprior(nn.Module):
         """Build the integer CDF tables the rANS coder uses (stored with the weights)."""
         self.gaussian_conditional.update_scale_table(scale_table(), force=force)
         self.entropy_bottleneck.update(force=force)
+
+
+# ---- inference: real bitstreams ------------------------------------------------------------------
+GAIN_GRID = 2.0 ** 16  # gains are rounded to this grid so encoder and decoder agree exactly
+
+
+def exact_gain(log_gains: torch.Tensor, t: float) -> torch.Tensor:
+    """Deterministic gain vector for rate parameter t: float64 libm exp, rounded to a fixed grid."""
+    lg = log_gains.detach().double()
+    pos = min(max(t, 0.0), 1.0) * (lg.shape[0] - 1)
+    i = min(int(math.floor(pos)), lg.shape[0] - 2)
+    frac = pos - i
+    vals = [(1 - frac) * a + frac * b for a, b in zip(lg[i].tolist(), lg[i + 1].tolist())]
+    g = torch.tensor([round(math.exp(v) * GAIN_GRID) / GAIN_GRID for v in vals], dtype=torch.float64)
+    return g.float()[None, :, None, None]
+
+
+class LatentCoder:
+    """Turns a latent y into rANS strings and back, for one model and one rate parameter.
+
+    Holds the fixed-point twin of h_s, so building one costs a little; reuse it.
+    """
+
+    def __init__(self, model: GainHyperprior):
+        from .fixed_point import FixedPointSequential
+
+        self.model = model
+        self.h_s = FixedPointSequential(model.h_s)
+
+    def _params(self, z_hat: torch.Tensor, t: float):
+        zg_inv = exact_gain(self.model.z_gain_inv, t)
+        scales, means = self.h_s(z_hat * zg_inv).float().chunk(2, 1)
+        indexes = self.model.gaussian_conditional.build_indexes(scales)
+        return indexes, means
+
+    @torch.no_grad()
+    def compress(self, y: torch.Tensor, t: float) -> tuple[bytes, bytes]:
+        """y: ungained latent [1, M, h, w] -> (hyper string, latent string)."""
+        m = self.model
+        y = y * exact_gain(m.y_gain, t)
+        z = m.h_a(y) * exact_gain(m.z_gain, t)
+        z_str = m.entropy_bottleneck.compress(z)[0]
+        z_hat = m.entropy_bottleneck.decompress([z_str], z.shape[-2:])
+        indexes, means = self._params(z_hat, t)
+        y_str = m.gaussian_conditional.compress(y, indexes, means=means)[0]
+        return z_str, y_str
+
+    @torch.no_grad()
+    def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float) -> torch.Tensor:
+        """-> dequantised, un-gained latent y_hat [1, M, 4h, 4w] ready for g_s."""
+        m = self.model
+        z_hat = m.entropy_bottleneck.decompress([z_str], z_shape)
+        indexes, means = self._params(z_hat, t)
+        y_hat = m.gaussian_conditional.decompress([y_str], indexes, means=means)
+        return y_hat * exact_gain(m.y_gain_inv, t)

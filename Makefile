@@ -1,0 +1,31 @@
+# Set-up is part of every target: the virtualenv is built from pyproject.toml on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test data train bench clean-venv
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)     ## encode + decode a sample with the shipped model
+	$(PY) -m scripts.demo
+
+test: $(STAMP)     ## the test suite (what CI runs)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+data: $(STAMP)     ## fetch and prepare the training photos into data/
+	$(PY) -m scripts.fetch_data
+
+train: $(STAMP)    ## train (resumes runs/main/last.pt)
+	LD_PRELOAD=$$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -1) OMP_WAIT_POLICY=PASSIVE \
+	  $(PY) -m scripts.train --run runs/main
+
+bench: $(STAMP)    ## RD benchmark against the classical codecs
+	$(PY) -m scripts.rd_benchmark --images ../shared/data/eval/images --out bench_out
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,161 @@
+"""`codec encode | decode | info` — the command line.
+
+Every failure prints one line, `codec: error: ...`, on stderr and exits with the code of its
+error class (see codec.errors and the README); --debug shows the traceback instead. Outputs are
+written to a temporary file in the target folder and renamed, so a failed run leaves nothing
+behind; an existing output is only replaced with --force. `-` is stdin / stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from PIL import Image
+
+from . import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, image_codec
+from .errors import CodecError, InputError, OutputExistsError
+
+INTERNAL_ERROR = 70
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file not found: {path}")
+    return p.read_bytes()
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise OutputExistsError(f"{path} exists (use --force to overwrite)")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _image_format(path: str) -> str:
+    if path == "-":
+        return "PNG"
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(f"cannot tell an image format from the output name {path!r} "
+                         "(use .png, .jpg, .webp, .tif, .bmp, .ppm ...)")
+    return fmt
+
+
+class _Group(click.Group):
+    """Turns CodecError (and anything unexpected) into one line on stderr."""
+
+    def invoke(self, ctx):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except CodecError as e:
+            if debug:
+                raise
+            click.echo(f"codec: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("codec: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # a bug: still one line, with a hint to get the traceback
+            if debug:
+                raise
+            click.echo(f"codec: internal error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
+            ctx.exit(INTERNAL_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="codec")
+def main(debug: bool) -> None:
+    """A learned image codec. Files use the .lic container (docs/bitstream.md)."""
+
+
+@main.command()
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
+@click.option("-q", "--quality", type=float, default=DEFAULT_QUALITY, show_default=True,
+              help="0 (smallest) .. 100 (best); continuous.")
+@click.option("--target-bpp", type=float, help="Highest quality whose file is at most this many bits per pixel.")
+@click.option("--target-size", type=int, help="Highest quality whose file is at most this many bytes.")
+@click.option("--model", default=None, help="Model id (default: the shipped default).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
+def encode(input, output, quality, target_bpp, target_size, model, force, max_pixels):
+    """Encode an image (PNG, JPEG, WebP, TIFF, BMP, PPM ...) to a .lic file."""
+    if output != "-" and Path(output).exists() and not force:
+        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
+    data = image_codec.encode(_read_input(input), quality=quality, target_bpp=target_bpp,
+                              target_size=target_size, model=model, max_pixels=max_pixels)
+    _write_output(output, data, force)
+    if output != "-":
+        info = image_codec.read_info(data)
+        click.echo(f"{output}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, "
+                   f"quality {info['quality']:g}", err=True)
+
+
+@main.command()
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
+def decode(input, output, force, max_pixels):
+    """Decode a .lic file; the output format follows OUTPUT's extension (PNG for -)."""
+    fmt = _image_format(output)
+    if output != "-" and Path(output).exists() and not force:
+        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
+    img = image_codec.decode(_read_input(input), max_pixels=max_pixels)
+    if fmt == "JPEG" and img.mode == "RGBA":
+        raise InputError("JPEG cannot store alpha; decode to .png or .webp")
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    _write_output(output, buf.getvalue(), force)
+
+
+@main.command()
+@click.argument("input", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(input, as_json):
+    """Show a .lic file's header fields, section sizes and bpp."""
+    meta = image_codec.read_info(_read_input(input))
+    if as_json:
+        click.echo(json.dumps(meta, indent=2))
+        return
+    for k, v in meta.items():
+        if k == "sections":
+            click.echo("sections:")
+            for name, size in v.items():
+                click.echo(f"  {name:<14} {size:>9} bytes")
+        elif k == "bpp":
+            click.echo(f"{k:<15} {v:.4f}")
+        else:
+            click.echo(f"{k:<15} {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Image encode/decode: io -> model (transform -> gains/quantiser -> entropy coder) -> container."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import container, image_io
+from .container import DEFAULT_MAX_PIXELS, Container, Header, Section
+from .errors import CodecError, FormatError, InputError
+from .rate_control import search_quality
+from .zoo import LoadedModel, find_model, load_model
+
+DEFAULT_QUALITY = 50.0
+PAD = 64  # total downsampling of g_a followed by h_a
+SYNTH_BF16 = os.environ.get("CODEC_SYNTH_FP32") != "1"
+
+
+def _padded(rgb: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    h, w = rgb.shape[:2]
+    ph, pw = (-h) % PAD, (-w) % PAD
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _check_quality(q) -> float:
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        raise InputError(f"quality must be a number in [0, 100], got {q!r}") from None
+    if not 0.0 <= q <= 100.0 or math.isnan(q):
+        raise InputError(f"quality must be in [0, 100], got {q:g}")
+    return round(q, 2)  # the header stores quality x 100
+
+
+class Encoder:
+    """One image prepared for coding: runs g_a once, then encodes at any quality cheaply."""
+
+    def __init__(self, src: image_io.SourceImage, model: LoadedModel):
+        self.src, self.model = src, model
+        with torch.no_grad():
+            self.y = model.net.g_a(_padded(src.rgb)).contiguous()
+        self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
+
+    def encode(self, quality: float) -> bytes:
+        quality = round(quality * 100) / 100  # exactly what the header stores and the decoder reads
+        z_str, y_str = self.model.coder.compress(self.y, quality / 100.0)
+        header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
+                        self.src.height, self.src.channels, self.src.bit_depth, quality)
+        sections = {Section.HYPER: z_str, Section.LATENT: y_str}
+        if self.alpha is not None:
+            sections[Section.ALPHA] = self.alpha
+        return container.pack(Container(header, sections))
+
+
+def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
+           target_size: int | None = None, model: str | None = None,
+           max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """Encode an image (PIL image, HxWxC uint8/uint16 array, path, bytes) to .lic bytes.
+
+    target_bpp / target_size pick the highest quality whose file fits (file bytes, header
+    included); they override `quality`.
+    """
+    if target_bpp is not None and target_size is not None:
+        raise InputError("give at most one of target_bpp and target_size")
+    quality = _check_quality(quality)
+    src = image_io.load(image, max_pixels)
+    enc = Encoder(src, load_model(model))
+    if target_bpp is not None:
+        if not (isinstance(target_bpp, (int, float)) and target_bpp > 0 and math.isfinite(target_bpp)):
+            raise InputError(f"target_bpp must be a positive number, got {target_bpp!r}")
+        target_size = int(target_bpp * src.width * src.height / 8)
+    if target_size is not None:
+        if not isinstance(target_size, int) or isinstance(target_size, bool):
+            raise InputError(f"target_size must be an integer number of bytes, got {target_size!r}")
+        return search_quality(enc.encode, target_size)
+    return enc.encode(quality)
+
+
+def _decode_rgb(c: Container) -> np.ndarray:
+    h = c.header
+    lm = find_model(h.model_id, h.weights_hash)
+    hp, wp = math.ceil(h.height / PAD), math.ceil(h.width / PAD)
+    try:
+        y_hat = lm.coder.decompress(c.sections[Section.HYPER], c.sections[Section.LATENT],
+                                    (hp, wp), h.quality / 100.0)
+    except (RuntimeError, ValueError, OverflowError) as e:
+        raise FormatError(f"latent sections could not be decoded ({e})") from None
+    # g_s was trained under bf16 autocast and runs ~2x faster in it on CPU; it only shapes
+    # pixels, never the parsing of the bitstream (see docs/bitstream.md).
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=SYNTH_BF16):
+        x = lm.net.g_s(y_hat.contiguous(memory_format=torch.channels_last)).float()
+    x = x[0, :, :h.height, :h.width].clamp_(0, 1).mul_(255).round_()
+    return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode .lic bytes to a PIL image ("L", "RGB" or "RGBA", 8-bit)."""
+    c = container.unpack(data, max_pixels)
+    rgb = _decode_rgb(c)
+    alpha = None
+    if c.header.channels == 4:
+        alpha = image_io.decode_alpha(c.sections[Section.ALPHA], c.header.width, c.header.height)
+    return image_io.to_pil(rgb, alpha, c.header.channels)
+
+
+def read_info(data: bytes) -> dict:
+    """Header fields, section sizes and bits per pixel (from the file's size)."""
+    c = container.unpack(data, max_pixels=None)
+    h = c.header
+    return {
+        "format_version": container.FORMAT_VERSION,
+        "model_id": h.model_id,
+        "weights_hash": h.weights_hash.hex(),
+        "width": h.width,
+        "height": h.height,
+        "channels": h.channels,
+        "bit_depth": h.bit_depth,
+        "quality": h.quality,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (h.width * h.height),
+        "sections": {name: size for name, _, size in container.section_spans(data)},
+    }
+
+
+__all__ = ["encode", "decode", "read_info", "Encoder", "DEFAULT_QUALITY", "CodecError"]

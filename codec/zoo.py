@@ -1,0 +1,115 @@
+"""Shipped models by name: models/<id>.safetensors + models/<id>.json (the model card).
+
+A file names its model by id and by the first 8 bytes of the weights' sha256; both must match
+an installed model. CODEC_MODELS points at another models folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelNotAvailableError
+from .models.gain_hyperprior import GainHyperprior, LatentCoder
+
+DEFAULT_MODEL = "hpg-n128m192"
+_CACHE: dict[str, "LoadedModel"] = {}
+_LOCK = threading.Lock()
+_CDF_BUFFERS = {
+    "entropy_bottleneck": ["_quantized_cdf", "_offset", "_cdf_length"],
+    "gaussian_conditional": ["_quantized_cdf", "_offset", "_cdf_length", "scale_table"],
+}
+
+
+def models_dir() -> Path:
+    env = os.environ.get("CODEC_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    weights_hash: bytes  # first 8 bytes of sha256(weights file)
+    card: dict
+    net: GainHyperprior
+    coder: LatentCoder
+
+
+def available_models() -> list[str]:
+    d = models_dir()
+    return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.safetensors").exists())
+
+
+def build_network(arch: dict) -> GainHyperprior:
+    return GainHyperprior(N=arch["N"], M=arch["M"], levels=arch["levels"],
+                          lmbda_min=arch["lmbda_min"], lmbda_max=arch["lmbda_max"])
+
+
+def load_model(name: str | None = None) -> LoadedModel:
+    """Load (once per process) a shipped model; None means the default model."""
+    name = name or os.environ.get("CODEC_MODEL") or DEFAULT_MODEL
+    with _LOCK:
+        if name in _CACHE:
+            return _CACHE[name]
+        d = models_dir()
+        weights, card_path = d / f"{name}.safetensors", d / f"{name}.json"
+        if not weights.exists() or not card_path.exists():
+            raise ModelNotAvailableError(
+                f"model {name!r} is not available (installed: {', '.join(available_models()) or 'none'})")
+        raw = weights.read_bytes()
+        card = json.loads(card_path.read_text())
+        net = build_network(card["architecture"])
+        state = load_file(str(weights))
+        for module_name, names in _CDF_BUFFERS.items():
+            module = getattr(net, module_name)
+            for b in names:
+                getattr(module, b).resize_(state[f"{module_name}.{b}"].shape)
+        net.load_state_dict(state)
+        net.eval().requires_grad_(False)
+        net.g_s.to(memory_format=torch.channels_last)
+        net.g_a.to(memory_format=torch.channels_last)
+        lm = LoadedModel(name, hashlib.sha256(raw).digest()[:8], card, net, LatentCoder(net))
+        _CACHE[name] = lm
+        return lm
+
+
+def find_model(model_id: str, weights_hash: bytes) -> LoadedModel:
+    """The installed model a file names, or ModelNotAvailableError."""
+    try:
+        lm = load_model(model_id)
+    except ModelNotAvailableError:
+        raise ModelNotAvailableError(
+            f"model {model_id!r} (weights {weights_hash.hex()}) is not available; installed: "
+            f"{', '.join(available_models()) or 'none'}") from None
+    if lm.weights_hash != weights_hash:
+        raise ModelNotAvailableError(
+            f"model {model_id!r} with weights {weights_hash.hex()} is not available "
+            f"(installed weights are {lm.weights_hash.hex()})")
+    return lm
+
+
+def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None = None) -> Path:
+    """Write weights (with freshly built CDF tables) and the card, sha256 included."""
+    out_dir = Path(out_dir or models_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net.update(force=True)
+    state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    weights = out_dir / f"{model_id}.safetensors"
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    card = dict(card)
+    card["id"] = model_id
+    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card["parameters"] = sum(v.numel() for k, v in net.state_dict().items()
+                             if not any(k.endswith(b) for b in ("_quantized_cdf", "_offset", "_cdf_length")))
+    (out_dir / f"{model_id}.json").write_text(json.dumps(card, indent=2) + "\n")
+    _CACHE.pop(model_id, None)
+    return weights

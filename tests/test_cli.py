@@ -1,0 +1,132 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import codec
+from codec.cli import main
+from conftest import ROOT
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture()
+def src(tmp_path, small):
+    p = tmp_path / "in.png"
+    small.save(p)
+    return p
+
+
+def test_encode_decode_info(runner, tmp_path, src):
+    out = tmp_path / "a.lic"
+    r = runner.invoke(main, ["encode", str(src), str(out), "-q", "60"])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 0
+    r = runner.invoke(main, ["info", str(out)])
+    assert r.exit_code == 0 and "bpp" in r.output and "LATENT" in r.output
+    r = runner.invoke(main, ["info", "--json", str(out)])
+    meta = json.loads(r.output)
+    assert meta["quality"] == 60 and meta["bytes"] == out.stat().st_size
+    for ext in ("png", "jpg", "webp", "bmp", "tif"):
+        dec = tmp_path / f"d.{ext}"
+        r = runner.invoke(main, ["decode", str(out), str(dec)])
+        assert r.exit_code == 0, r.output
+        assert Image.open(dec).size == (67, 45)
+
+
+def test_target_size_option(runner, tmp_path, src):
+    out = tmp_path / "t.lic"
+    r = runner.invoke(main, ["encode", str(src), str(out), "--target-size", "700"])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size <= 700
+
+
+def _expect_error(r, code, text):
+    assert r.exit_code == code, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("codec: error:") and text in lines[0], r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_error_paths_one_line_and_no_output(runner, tmp_path, src, small_file):
+    good = tmp_path / "good.lic"
+    good.write_bytes(small_file)
+    out = tmp_path / "out.png"
+    cases = [
+        (["decode", str(src), str(out)], 3, "not a .lic file"),
+        (["decode", str(tmp_path / "nope.lic"), str(out)], 2, "not found"),
+        (["decode", str(good), str(tmp_path / "x.unknownext")], 2, "image format"),
+        (["encode", str(src), str(tmp_path / "o.lic"), "-q", "150"], 2, "quality"),
+        (["encode", str(good), str(tmp_path / "o.lic")], 2, "cannot read image"),
+        (["encode", str(src), str(tmp_path / "o.lic"), "--target-size", "5"], 6, "smallest file"),
+        (["decode", str(good), str(out), "--max-pixels", "10"], 5, "over the limit"),
+        (["encode", str(src), str(tmp_path / "nodir" / "o.lic")], 2, "folder does not exist"),
+    ]
+    empty = tmp_path / "empty.lic"
+    empty.write_bytes(b"")
+    trunc = tmp_path / "trunc.lic"
+    trunc.write_bytes(small_file[: len(small_file) // 2])
+    flipped = tmp_path / "flip.lic"
+    b = bytearray(small_file)
+    b[len(b) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(b))
+    cases += [
+        (["decode", str(empty), str(out)], 3, "empty"),
+        (["decode", str(trunc), str(out)], 3, "truncated"),
+        (["decode", str(flipped), str(out)], 3, "CRC mismatch"),
+    ]
+    for args, code, text in cases:
+        _expect_error(runner.invoke(main, args), code, text)
+        assert not out.exists() and not (tmp_path / "o.lic").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["in.png", "good.lic", "empty.lic", "trunc.lic", "flip.lic"])  # no temp files left
+
+
+def test_existing_output_needs_force(runner, tmp_path, src):
+    out = tmp_path / "a.lic"
+    out.write_bytes(b"keep")
+    _expect_error(runner.invoke(main, ["encode", str(src), str(out)]), 7, "--force")
+    assert out.read_bytes() == b"keep"
+    assert runner.invoke(main, ["encode", "-f", str(src), str(out)]).exit_code == 0
+    assert out.read_bytes().startswith(codec.container.MAGIC)
+
+
+def test_stdin_stdout(runner, src):
+    r = runner.invoke(main, ["encode", "-", "-"], input=src.read_bytes())
+    assert r.exit_code == 0
+    data = r.stdout_bytes
+    assert data.startswith(codec.container.MAGIC)
+    r = runner.invoke(main, ["decode", "-", "-"], input=data)
+    assert r.exit_code == 0 and r.stdout_bytes.startswith(b"\x89PNG")
+
+
+def test_real_subprocess(tmp_path, src):
+    out, dec = tmp_path / "a.lic", tmp_path / "a.png"
+    exe = [sys.executable, "-m", "codec.cli"]
+    r = subprocess.run(exe + ["encode", str(src), str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(exe + ["decode", str(out), str(dec)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and Image.open(dec).size == (67, 45)
+    r = subprocess.run(exe + ["decode", str(src), str(tmp_path / "b.png")], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 3
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("codec: error:")
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_console_script(tmp_path, src):
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "codec"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    r = subprocess.run([str(exe), "encode", str(src), str(tmp_path / "c.lic")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), "info", str(tmp_path / "c.lic")], capture_output=True, text=True)
+    assert r.returncode == 0 and "model_id" in r.stdout

@@ -1,0 +1,148 @@
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codec
+from codec import container
+from codec.container import Section
+from conftest import ROOT, png_bytes, psnr
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (67, 45), (64, 64), (65, 129), (200, 17)])
+def test_round_trip_any_size(photo, size):
+    img = photo.crop((0, 0) + size)
+    out = codec.decode(codec.encode(img, quality=80))
+    assert out.size == img.size and out.mode == "RGB"
+
+
+def test_quality_is_monotone_in_rate_and_distortion(photo):
+    sizes, psnrs = [], []
+    for q in (0, 25, 50, 75, 100):
+        data = codec.encode(photo, quality=q)
+        sizes.append(len(data))
+        psnrs.append(psnr(photo, codec.decode(data)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert psnrs == sorted(psnrs)
+
+
+def test_reasonable_quality_and_real_rate(photo):
+    data = codec.encode(photo, quality=codec.DEFAULT_QUALITY)
+    info = codec.read_info(data)
+    assert info["bytes"] == len(data)
+    assert info["bpp"] == pytest.approx(8 * len(data) / (451 * 300))
+    assert psnr(photo, codec.decode(data)) > 26
+
+
+def test_grayscale_decodes_as_grayscale(photo):
+    g = photo.convert("L")
+    data = codec.encode(g, quality=70)
+    assert codec.read_info(data)["channels"] == 1
+    out = codec.decode(data)
+    assert out.mode == "L" and out.size == g.size
+    assert psnr(g, out) > 25
+
+
+def test_rgba_alpha_is_lossless(small):
+    rgba = small.convert("RGBA")
+    alpha = np.random.default_rng(1).integers(0, 256, (small.height, small.width), dtype=np.uint8)
+    rgba.putalpha(Image.fromarray(alpha))
+    data = codec.encode(rgba)
+    out = codec.decode(data)
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[:, :, 3], alpha)
+    assert Section.ALPHA in container.unpack(data).sections
+
+
+def test_16_bit_input_is_recorded(small):
+    a16 = np.asarray(small).astype(np.uint16) * 257
+    data = codec.encode(a16)
+    assert codec.read_info(data)["bit_depth"] == 16
+    assert codec.decode(data).mode == "RGB"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF", "BMP", "PPM"])
+def test_every_pillow_format_as_path_and_bytes(tmp_path, small, fmt):
+    p = tmp_path / f"in.{fmt.lower()}"
+    small.save(p, format=fmt)
+    a = codec.encode(p)
+    assert a == codec.encode(p.read_bytes()) == codec.encode(str(p))
+    assert codec.decode(a).size == small.size
+
+
+def test_numpy_and_pil_inputs_agree(small):
+    assert codec.encode(small) == codec.encode(np.asarray(small))
+
+
+def test_encoding_is_deterministic(small_file, small):
+    assert codec.encode(small, quality=50) == small_file
+
+
+def test_target_size_and_bpp(photo):
+    enc = codec.image_codec.Encoder(codec.image_io.load(photo), codec.load_model())
+    lo, hi = len(enc.encode(0)), len(enc.encode(100))
+    for target in (int(lo * 1.2), (lo + hi) // 2, hi - 1):
+        data = codec.encode(photo, target_size=target)
+        assert len(data) <= target
+        assert len(data) > 0.9 * target
+    assert len(codec.encode(photo, target_size=hi + 10)) == hi
+    bpp = 8 * (lo + hi) / 2 / (451 * 300)
+    data = codec.encode(photo, target_bpp=bpp)
+    assert 8 * len(data) / (451 * 300) <= bpp
+
+
+def test_api_errors(small, small_file):
+    with pytest.raises(codec.InputError):
+        codec.encode(small, quality=101)
+    with pytest.raises(codec.InputError):
+        codec.encode(small, quality="high")
+    with pytest.raises(codec.InputError):
+        codec.encode(small, target_size=100, target_bpp=0.1)
+    with pytest.raises(codec.RateControlError):
+        codec.encode(small, target_size=10)
+    with pytest.raises(codec.FormatError):
+        codec.decode(png_bytes(small))
+    with pytest.raises(codec.CorruptFileError):
+        codec.decode(small_file[:-10])
+    with pytest.raises(codec.FormatError):
+        codec.decode(b"")
+    with pytest.raises(codec.ImageTooLargeError):
+        codec.decode(small_file, max_pixels=100)
+
+
+def test_flipped_byte_in_each_section_is_reported(small_file):
+    for name, start, size in container.section_spans(small_file):
+        for off in (0, size // 2, size - 1):
+            bad = bytearray(small_file)
+            bad[start + off] ^= 0x01
+            with pytest.raises(codec.FormatError):
+                codec.decode(bytes(bad))
+
+
+def test_unknown_model_and_wrong_weights(small_file):
+    c = container.unpack(small_file)
+    c.header.model_id = "no-such-model"
+    with pytest.raises(codec.ModelNotAvailableError, match="no-such-model.*not available"):
+        codec.decode(container.pack(c))
+    c = container.unpack(small_file)
+    c.header.weights_hash = b"\xff" * 8
+    with pytest.raises(codec.ModelNotAvailableError, match="ffffffffffffffff is not available"):
+        codec.decode(container.pack(c))
+
+
+def _decode_in_subprocess(data: bytes, threads: int) -> bytes:
+    code = ("import sys, torch, codec, io; torch.set_num_threads(%d); "
+            "img = codec.decode(sys.stdin.buffer.read()); sys.stdout.buffer.write(img.tobytes())" % threads)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    return subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                          check=True, env=env, cwd=ROOT).stdout
+
+
+def test_decode_identical_across_thread_counts(photo):
+    data = codec.encode(photo, quality=60)
+    one, two = _decode_in_subprocess(data, 1), _decode_in_subprocess(data, 2)
+    assert one == two == codec.decode(data).tobytes()
