@@ -453,7 +453,9 @@ class StLpips:
 
     def __init__(self):
         import types
-        # stlpips imports IPython and torchsummary at module level but does not use them here.
+        # stlpips imports IPython and torchsummary at module level but does not use them here:
+        # stub them during the import only (a lasting fake IPython confuses matplotlib).
+        stubs = []
         for mod, attr in (("IPython", "embed"), ("torchsummary", "summary")):
             try:
                 __import__(mod)
@@ -461,7 +463,12 @@ class StLpips:
                 stub = types.ModuleType(mod)
                 setattr(stub, attr, lambda *a, **k: None)
                 sys.modules[mod] = stub
-        from stlpips_pytorch import stlpips
+                stubs.append(mod)
+        try:
+            from stlpips_pytorch import stlpips
+        finally:
+            for mod in stubs:
+                del sys.modules[mod]
         self.model = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False).eval()
         self.ref_key, self.ref_feats = None, None
 

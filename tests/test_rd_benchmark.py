@@ -78,7 +78,7 @@ def test_main_writes_results(tmp_path, tiny):
     tiny.save(images / "tiny.png")
     out = tmp_path / "out"
     argv = ["--images", str(images), "--codecs", "jpeg,webp", "--qualities", "jpeg=30,80",
-            "--qualities", "webp=30,80", "--out", str(out), "--anchor", "jpeg", "--no-lpips"]
+            "--qualities", "webp=30,80", "--out", str(out), "--anchor", "jpeg"]
     assert rb.main(argv) == 0
 
     doc = json.loads((out / "results.json").read_text())
@@ -92,7 +92,10 @@ def test_main_writes_results(tmp_path, tiny):
             for k in ("bpp", "psnr", "enc_s", "dec_s"):
                 assert isinstance(row[k], float) and row[k] > 0
             assert row["ms_ssim"] is None  # image too small for MS-SSIM
-            assert row["lpips"] is None  # --no-lpips
+            if rb.lpips_available():
+                assert isinstance(row["lpips"], float) and row["lpips"] >= 0
+            else:
+                assert row["lpips"] is None
         assert res["points"][1]["bpp"] > res["points"][0]["bpp"]
     assert isinstance(doc["env"]["cpu_count"], int) and doc["env"]["pillow"]
     assert (out / "bdrate.md").read_text().startswith("# BD-rate against jpeg")

@@ -127,6 +127,16 @@ def exact_gain(log_gains: torch.Tensor, t: float) -> torch.Tensor:
     return g.float()[None, :, None, None]
 
 
+def _guard(string: bytes, n_symbols: int) -> bytes:
+    """Zero-pad a rANS string so a damaged one cannot make the decoder read past its buffer.
+
+    compressai's rANS decoder does not bounds-check: each symbol may pull one 32-bit word, and
+    escape (bypass) codes a few more per word of real data. A valid string never reaches the
+    padding, so decoding is unchanged; a crafted one decodes to garbage instead of a crash.
+    """
+    return string + bytes(4 * n_symbols + 16 * len(string) + 4096)
+
+
 class LatentCoder:
     """Turns a latent y into rANS strings and back, for one model and one rate parameter.
 
@@ -161,7 +171,9 @@ class LatentCoder:
     def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float) -> torch.Tensor:
         """-> dequantised, un-gained latent y_hat [1, M, 4h, 4w] ready for g_s."""
         m = self.model
-        z_hat = m.entropy_bottleneck.decompress([z_str], z_shape)
+        h, w = z_shape
+        z_hat = m.entropy_bottleneck.decompress([_guard(z_str, m.N * h * w)], z_shape)
         indexes, means = self._params(z_hat, t)
-        y_hat = m.gaussian_conditional.decompress([y_str], indexes, means=means)
+        y_hat = m.gaussian_conditional.decompress([_guard(y_str, m.M * 16 * h * w)], indexes,
+                                                  means=means)
         return y_hat * exact_gain(m.y_gain_inv, t)
