@@ -20,6 +20,7 @@ from PIL import Image
 
 from . import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, image_codec
 from .errors import CodecError, InputError, OutputExistsError
+from .roi_map import LEVEL_NAMES
 
 INTERNAL_ERROR = 70
 
@@ -106,12 +107,19 @@ def main(debug: bool) -> None:
 @click.option("--model", default=None, help="Model id (default: the shipped default).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
-def encode(input, output, quality, target_bpp, target_size, model, force, max_pixels):
+@click.option("--roi", default="none", show_default=True, metavar="auto|none|MASK.png",
+              help="Finer quantisation for faces, text and fine texture (auto) or a level mask.")
+@click.option("--roi-strength", type=float, default=image_codec.DEFAULT_ROI_STRENGTH, show_default=True,
+              help="0..3: how much finer the ROI levels (and coarser the background) are.")
+def encode(input, output, quality, target_bpp, target_size, model, force, max_pixels, roi, roi_strength):
     """Encode an image (PNG, JPEG, WebP, TIFF, BMP, PPM ...) to a .lic file."""
     if output != "-" and Path(output).exists() and not force:
         raise OutputExistsError(f"{output} exists (use --force to overwrite)")
+    if roi not in ("auto", "none") and not Path(roi).is_file():
+        raise InputError(f"--roi must be auto, none or a mask file; {roi!r} not found")
     data = image_codec.encode(_read_input(input), quality=quality, target_bpp=target_bpp,
-                              target_size=target_size, model=model, max_pixels=max_pixels)
+                              target_size=target_size, model=model, max_pixels=max_pixels,
+                              roi=roi, roi_strength=roi_strength)
     _write_output(output, data, force)
     if output != "-":
         info = image_codec.read_info(data)
@@ -138,6 +146,30 @@ def decode(input, output, force, max_pixels):
 
 
 @main.command()
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUT.png")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def roi(input, output, force):
+    """Write the automatic ROI level map of an image as a tinted overlay (faces red, text blue,
+    texture green)."""
+    from . import analysis, image_io
+
+    fmt = _image_format(output)
+    if output != "-" and Path(output).exists() and not force:
+        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
+    src = image_io.load(_read_input(input))
+    levels = analysis.auto_levels(src.rgb)
+    buf = io.BytesIO()
+    analysis.overlay(src.rgb, levels).save(buf, format=fmt)
+    _write_output(output, buf.getvalue(), force)
+    n = levels.size
+    shares = ", ".join(f"{name} {100 * (levels == i).sum() / n:.1f}%"
+                       for i, name in enumerate(LEVEL_NAMES))
+    click.echo(f"{output}: {shares}" + ("" if analysis.text_available() else
+                                        " (text detector not installed: pip install codec[roi])"), err=True)
+
+
+@main.command()
 @click.argument("input", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(input, as_json):
@@ -151,6 +183,9 @@ def info(input, as_json):
             click.echo("sections:")
             for name, size in v.items():
                 click.echo(f"  {name:<14} {size:>9} bytes")
+        elif k == "roi_area_shares":
+            if v:
+                click.echo("roi area:       " + ", ".join(f"{n} {100 * x:.1f}%" for n, x in v.items()))
         elif k == "bpp":
             click.echo(f"{k:<15} {v:.4f}")
         else:

@@ -30,7 +30,7 @@ class Section(IntEnum):
     DECODER_HINTS = 0x81
 
 
-KNOWN_V1 = {Section.HYPER, Section.LATENT, Section.ALPHA}
+KNOWN_V1 = {Section.HYPER, Section.LATENT, Section.ALPHA, Section.ROI_MAP}
 
 
 @dataclass

@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import container, image_io
+from . import analysis, container, image_io
 from .container import DEFAULT_MAX_PIXELS, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
 from .rate_control import search_quality
+from .roi_map import RoiMap, pixel_to_grid
 from .zoo import LoadedModel, find_model, load_model
 
 DEFAULT_QUALITY = 50.0
 PAD = 64  # total downsampling of g_a followed by h_a
+DEFAULT_ROI_STRENGTH = 1.0
 SYNTH_BF16 = os.environ.get("CODEC_SYNTH_FP32") != "1"
 
 
@@ -40,39 +42,62 @@ def _check_quality(q) -> float:
     return round(q, 2)  # the header stores quality x 100
 
 
-class Encoder:
-    """One image prepared for coding: runs g_a once, then encodes at any quality cheaply."""
+def _grid_shape(height: int, width: int) -> tuple[int, int]:
+    return math.ceil(height / PAD) * 4, math.ceil(width / PAD) * 4
 
-    def __init__(self, src: image_io.SourceImage, model: LoadedModel):
+
+class Encoder:
+    """One image prepared for coding: runs g_a once, then encodes at any quality cheaply.
+
+    levels: optional per-pixel ROI level map (codec.analysis); it is brought to the latent grid
+    and travels in the ROI_MAP section.
+    """
+
+    def __init__(self, src: image_io.SourceImage, model: LoadedModel,
+                 levels: np.ndarray | None = None, roi_strength: float = DEFAULT_ROI_STRENGTH):
         self.src, self.model = src, model
         with torch.no_grad():
             self.y = model.net.g_a(_padded(src.rgb)).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
+        self.roi = None
+        if levels is not None:
+            grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
+            self.roi = RoiMap.from_levels(grid, roi_strength)
+        self.step = self.roi.multiplier_map() if self.roi is not None else None
 
     def encode(self, quality: float) -> bytes:
         quality = round(quality * 100) / 100  # exactly what the header stores and the decoder reads
-        z_str, y_str = self.model.coder.compress(self.y, quality / 100.0)
+        z_str, y_str = self.model.coder.compress(self.y, quality / 100.0, self.step)
         header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
                         self.src.height, self.src.channels, self.src.bit_depth, quality)
         sections = {Section.HYPER: z_str, Section.LATENT: y_str}
         if self.alpha is not None:
             sections[Section.ALPHA] = self.alpha
+        if self.roi is not None:
+            sections[Section.ROI_MAP] = self.roi.pack()
         return container.pack(Container(header, sections))
 
 
 def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
            target_size: int | None = None, model: str | None = None,
-           max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+           max_pixels: int | None = DEFAULT_MAX_PIXELS, roi="none",
+           roi_strength: float = DEFAULT_ROI_STRENGTH) -> bytes:
     """Encode an image (PIL image, HxWxC uint8/uint16 array, path, bytes) to .lic bytes.
 
     target_bpp / target_size pick the highest quality whose file fits (file bytes, header
-    included); they override `quality`.
+    included); they override `quality`. roi: "none", "auto" (faces, text, fine texture get finer
+    quantisation, the background coarser), or a level mask (path or HxW array, see
+    codec.analysis); roi_strength in [0, 3] scales how strongly.
     """
     if target_bpp is not None and target_size is not None:
         raise InputError("give at most one of target_bpp and target_size")
     quality = _check_quality(quality)
     src = image_io.load(image, max_pixels)
-    enc = Encoder(src, load_model(model))
+    try:
+        roi_strength = float(roi_strength)
+    except (TypeError, ValueError):
+        raise InputError(f"roi_strength must be a number, got {roi_strength!r}") from None
+    enc = Encoder(src, load_model(model), analysis.level_map(src.rgb, roi), roi_strength)
     if target_bpp is not None:
         if not (isinstance(target_bpp, (int, float)) and target_bpp > 0 and math.isfinite(target_bpp)):
             raise InputError(f"target_bpp must be a positive number, got {target_bpp!r}")
@@ -87,10 +112,13 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
 def _decode_rgb(c: Container) -> np.ndarray:
     h = c.header
     lm = find_model(h.model_id, h.weights_hash)
-    hp, wp = math.ceil(h.height / PAD), math.ceil(h.width / PAD)
+    grid = _grid_shape(h.height, h.width)
+    step = None
+    if Section.ROI_MAP in c.sections:
+        step = RoiMap.unpack(c.sections[Section.ROI_MAP], grid).multiplier_map()
     try:
         y_hat = lm.coder.decompress(c.sections[Section.HYPER], c.sections[Section.LATENT],
-                                    (hp, wp), h.quality / 100.0)
+                                    (grid[0] // 4, grid[1] // 4), h.quality / 100.0, step)
     except (RuntimeError, ValueError, OverflowError) as e:
         raise FormatError(f"latent sections could not be decoded ({e})") from None
     # g_s was trained under bf16 autocast and runs ~2x faster in it on CPU; it only shapes
@@ -115,6 +143,9 @@ def read_info(data: bytes) -> dict:
     """Header fields, section sizes and bits per pixel (from the file's size)."""
     c = container.unpack(data, max_pixels=None)
     h = c.header
+    roi = None
+    if Section.ROI_MAP in c.sections:
+        roi = RoiMap.unpack(c.sections[Section.ROI_MAP], _grid_shape(h.height, h.width)).shares()
     return {
         "format_version": container.FORMAT_VERSION,
         "model_id": h.model_id,
@@ -127,6 +158,7 @@ def read_info(data: bytes) -> dict:
         "bytes": len(data),
         "bpp": 8 * len(data) / (h.width * h.height),
         "sections": {name: size for name, _, size in container.section_spans(data)},
+        "roi_area_shares": roi,
     }
 
 

@@ -149,31 +149,39 @@ class LatentCoder:
         self.model = model
         self.h_s = FixedPointSequential(model.h_s)
 
-    def _params(self, z_hat: torch.Tensor, t: float):
+    def _params(self, z_hat: torch.Tensor, t: float, step: torch.Tensor | None):
         zg_inv = exact_gain(self.model.z_gain_inv, t)
         scales, means = self.h_s(z_hat * zg_inv).float().chunk(2, 1)
+        if step is not None:  # code round((y - mean) * step): a Gaussian with scale sigma * step
+            scales, means = scales * step, means * step
         indexes = self.model.gaussian_conditional.build_indexes(scales)
         return indexes, means
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor, t: float) -> tuple[bytes, bytes]:
-        """y: ungained latent [1, M, h, w] -> (hyper string, latent string)."""
+    def compress(self, y: torch.Tensor, t: float, step: torch.Tensor | None = None) -> tuple[bytes, bytes]:
+        """y: ungained latent [1, M, h, w] -> (hyper string, latent string).
+
+        step: optional [1, 1, h, w] per-position quantisation multiplier (ROI); > 1 is finer.
+        """
         m = self.model
         y = y * exact_gain(m.y_gain, t)
         z = m.h_a(y) * exact_gain(m.z_gain, t)
         z_str = m.entropy_bottleneck.compress(z)[0]
         z_hat = m.entropy_bottleneck.decompress([z_str], z.shape[-2:])
-        indexes, means = self._params(z_hat, t)
-        y_str = m.gaussian_conditional.compress(y, indexes, means=means)[0]
+        indexes, means = self._params(z_hat, t, step)
+        y_str = m.gaussian_conditional.compress(y if step is None else y * step, indexes, means=means)[0]
         return z_str, y_str
 
     @torch.no_grad()
-    def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float) -> torch.Tensor:
+    def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float,
+                   step: torch.Tensor | None = None) -> torch.Tensor:
         """-> dequantised, un-gained latent y_hat [1, M, 4h, 4w] ready for g_s."""
         m = self.model
         h, w = z_shape
         z_hat = m.entropy_bottleneck.decompress([_guard(z_str, m.N * h * w)], z_shape)
-        indexes, means = self._params(z_hat, t)
+        indexes, means = self._params(z_hat, t, step)
         y_hat = m.gaussian_conditional.decompress([_guard(y_str, m.M * 16 * h * w)], indexes,
                                                   means=means)
+        if step is not None:
+            y_hat = y_hat / step
         return y_hat * exact_gain(m.y_gain_inv, t)

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+import codec
+from codec import analysis, container
+from codec.container import Section
+from codec.roi_map import MULT_ONE, RoiMap, pixel_to_grid
+from conftest import psnr
+
+
+def test_roi_map_pack_round_trip_and_size():
+    levels = np.zeros((32, 48), np.uint8)
+    levels[4:10, 5:12] = 3
+    levels[20:30, 30:40] = 1
+    m = RoiMap.from_levels(levels, strength=1.0)
+    assert m.multipliers[0] < MULT_ONE < m.multipliers[3]
+    data = m.pack()
+    assert len(data) < 60
+    back = RoiMap.unpack(data, (32, 48))
+    assert np.array_equal(back.levels, levels) and back.multipliers == m.multipliers
+    with pytest.raises(codec.FormatError):
+        RoiMap.unpack(data, (32, 47))
+    with pytest.raises(codec.FormatError):
+        RoiMap.unpack(data[:-3], (32, 48))
+    with pytest.raises(codec.InputError):
+        RoiMap.from_levels(levels, strength=3.5)
+
+
+def test_pixel_to_grid_max_pools():
+    lv = np.zeros((40, 70), np.uint8)
+    lv[17, 33] = 2
+    g = pixel_to_grid(lv, (4, 8))
+    assert g.shape == (4, 8) and g[1, 2] == 2 and g.sum() == 2
+
+
+def test_mask_levels_by_value(tmp_path):
+    a = np.zeros((10, 12), np.uint8)
+    a[:, 6:] = 255
+    p = tmp_path / "m.png"
+    Image.fromarray(a).save(p)
+    lv = analysis.level_map(np.zeros((10, 12, 3), np.uint8), str(p))
+    assert lv[:, :6].max() == 0 and lv[:, 6:].min() == 3
+    with pytest.raises(codec.InputError, match="mask is"):
+        analysis.level_map(np.zeros((11, 12, 3), np.uint8), str(p))
+    assert analysis.level_map(np.zeros((4, 4, 3), np.uint8), "none") is None
+
+
+def test_roi_gives_the_region_finer_quantisation(photo):
+    rgb = np.asarray(photo)
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    mask[64:192, 128:320] = 3
+    off = codec.encode(photo, quality=30)
+    on = codec.encode(photo, quality=30, roi=mask, roi_strength=2.0)
+    c = container.unpack(on)
+    assert Section.ROI_MAP in c.sections and len(c.sections[Section.ROI_MAP]) < 40
+    shares = codec.read_info(on)["roi_area_shares"]
+    assert shares["face"] > 0.1 and shares["background"] > 0.5
+    dec_off, dec_on = np.asarray(codec.decode(off)), np.asarray(codec.decode(on))
+    box = (slice(64, 192), slice(128, 320))
+    assert psnr(rgb[box], dec_on[box]) > psnr(rgb[box], dec_off[box]) + 0.5
+    assert psnr(rgb, dec_on) < psnr(rgb, dec_off)  # the background paid for it
+
+
+def test_roi_with_target_size(photo):
+    mask = np.zeros((photo.height, photo.width), np.uint8)
+    mask[:100, :100] = 3
+    target = len(codec.encode(photo, quality=40))
+    data = codec.encode(photo, target_size=target, roi=mask)
+    assert 0.9 * target < len(data) <= target
+
+
+def test_texture_mask_finds_busy_cells():
+    rgb = np.zeros((128, 256, 3), np.uint8)
+    rgb[:64, 192:] = (np.random.default_rng(0).random((64, 64, 1)) * 255).astype(np.uint8)
+    m = analysis.texture_mask(rgb)
+    assert m[:64, 192:].all() and m.sum() == 64 * 64
+
+
+def test_text_detector_finds_rendered_text():
+    if not analysis.text_available():
+        pytest.skip("rapidocr-onnxruntime not installed (pip install codec[roi])")
+    img = Image.new("RGB", (320, 120), "white")
+    d = ImageDraw.Draw(img)
+    d.text((20, 30), "HELLO CODEC", fill="black", font=ImageFont.load_default(size=40))
+    boxes = analysis.detect_text(np.asarray(img))
+    assert boxes
+    x0, y0, x1, y1 = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    assert x0 < 60 and x1 > 200 and y0 < 50 and y1 > 50
+
+
+def test_face_detector_runs(photo):
+    boxes = analysis.detect_faces(np.asarray(photo))
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= photo.width and 0 <= y0 < y1 <= photo.height
