@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--val-every", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, metavar="MODEL_ID",
+                    help="with no checkpoint in --run: start from a shipped model's weights "
+                         "(models/MODEL_ID.safetensors; optimiser state starts fresh)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -123,6 +126,16 @@ def main(argv=None) -> int:
         random.setstate(ck["py_rng"])
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed {ckpt_path} at step {step}")
+    elif args.init:
+        from codec.zoo import load_model
+
+        shipped = load_model(args.init)
+        state = {k: v for k, v in shipped.net.state_dict().items()
+                 if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
+        model.load_state_dict(state, strict=False)
+        step = shipped.card["training"]["steps"]
+        wall = shipped.card["training"].get("wall_hours", 0) * 3600
+        print(f"initialised from shipped model {args.init} (step {step})")
     for g in opt.param_groups:
         g["lr"] = args.lr
 
