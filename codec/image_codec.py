@@ -20,6 +20,7 @@ from .zoo import LoadedModel, find_model, load_model
 DEFAULT_QUALITY = 50.0
 PAD = 64  # total downsampling of g_a followed by h_a
 DEFAULT_ROI_STRENGTH = 1.0
+RANS_MIN_BYTES = 8
 SYNTH_BF16 = os.environ.get("CODEC_SYNTH_FP32") != "1"
 
 
@@ -112,6 +113,9 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
 def _decode_rgb(c: Container) -> np.ndarray:
     h = c.header
     lm = find_model(h.model_id, h.weights_hash)
+    for sec in (Section.HYPER, Section.LATENT):
+        if len(c.sections[sec]) < RANS_MIN_BYTES:  # the rANS flush alone writes 8 bytes
+            raise FormatError(f"{sec.name} section is too short to be a rANS stream")
     grid = _grid_shape(h.height, h.width)
     step = None
     if Section.ROI_MAP in c.sections:

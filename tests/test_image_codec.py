@@ -123,6 +123,14 @@ def test_flipped_byte_in_each_section_is_reported(small_file):
                 codec.decode(bytes(bad))
 
 
+def test_too_short_latent_payloads_are_rejected(small_file):
+    for sec in (Section.HYPER, Section.LATENT):
+        c = container.unpack(small_file)
+        c.sections[sec] = b"\0" * 7
+        with pytest.raises(codec.FormatError, match=f"{sec.name} section is too short"):
+            codec.decode(container.pack(c))
+
+
 def test_unknown_model_and_wrong_weights(small_file):
     c = container.unpack(small_file)
     c.header.model_id = "no-such-model"
