@@ -108,6 +108,11 @@ def _section_name(t: int) -> str:
 # ---- writing ---------------------------------------------------------------------------------
 def pack_header(h: Header) -> bytes:
     h.validate()
+    return header_bytes(h)
+
+
+def header_bytes(h: Header) -> bytes:
+    """The header exactly as written, without validation (the fuzzer writes invalid ones)."""
     mid = h.model_id.encode("ascii")
     body = (bytes([len(mid)]) + mid + h.weights_hash + _varint(h.width) + _varint(h.height)
             + bytes([h.channels, h.bit_depth]) + struct.pack(">H", round(h.quality * 100))

@@ -40,7 +40,7 @@ def _check_quality(q) -> float:
         raise InputError(f"quality must be a number in [0, 100], got {q!r}") from None
     if not 0.0 <= q <= 100.0 or math.isnan(q):
         raise InputError(f"quality must be in [0, 100], got {q:g}")
-    return round(q, 2)  # the header stores quality x 100
+    return q
 
 
 def _grid_shape(height: int, width: int) -> tuple[int, int]:

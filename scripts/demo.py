@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 import codec
+from scripts.eval_codec import psnr as rgb_psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +36,7 @@ def main(argv=None) -> int:
     name = Path(args.image).stem
     (out / f"{name}{codec.EXTENSION}").write_bytes(data)
     dec.save(out / f"{name}.decoded.png")
-    ref, rec = np.asarray(img, np.float64), np.asarray(dec.convert("RGB"), np.float64)
-    psnr = 10 * np.log10(255 ** 2 / np.mean((ref - rec) ** 2))
+    psnr = rgb_psnr(np.asarray(img), np.asarray(dec.convert("RGB")))
     info = codec.read_info(data)
     print(f"{args.image}: {img.width}x{img.height}, model {info['model_id']}, quality {info['quality']:g}")
     print(f"  {len(data)} bytes, {info['bpp']:.4f} bpp, RGB PSNR {psnr:.2f} dB")

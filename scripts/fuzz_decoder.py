@@ -66,15 +66,7 @@ def _header_with(data: bytes, **fields) -> bytes:
     c = container.unpack(data, max_pixels=None)
     for k, v in fields.items():
         setattr(c.header, k, v)
-    # pack_header validates, so write the body by hand for out-of-range values
-    h = c.header
-    mid = h.model_id.encode("ascii", "replace")
-    body = (bytes([len(mid) & 0xFF]) + mid + h.weights_hash[:8].ljust(8, b"\0")
-            + container._varint(h.width) + container._varint(h.height)
-            + bytes([h.channels & 0xFF, h.bit_depth & 0xFF])
-            + struct.pack(">H", int(h.quality * 100) & 0xFFFF) + bytes([h.flags & 0xFF]))
-    head = container.MAGIC + bytes([container.FORMAT_VERSION]) + container._varint(len(body)) + body
-    head += struct.pack(">I", zlib.crc32(head))
+    head = container.header_bytes(c.header)  # pack_header would refuse out-of-range values
     _, parts = _split(data)
     return _refix(parts, head)
 
