@@ -9,6 +9,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,bench,roi]"
+	# MTCNN face detector for ROI; its metadata pins torch<2.3, so it goes in without deps
+	# (the ones it needs are in the roi extra).
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 demo: $(STAMP)     ## encode + decode a sample with the shipped model
@@ -22,7 +25,7 @@ data: $(STAMP)     ## fetch and prepare the training photos into data/
 
 train: $(STAMP)    ## train (resumes runs/main/last.pt)
 	LD_PRELOAD=$$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -1) OMP_WAIT_POLICY=PASSIVE \
-	  $(PY) -m scripts.train --run runs/main
+	  $(PY) -m scripts.train --run runs/main --init hpg-n128m192 --lr 5e-5
 
 bench: $(STAMP)    ## RD benchmark against the classical codecs
 	$(PY) -m scripts.rd_benchmark --images ../shared/data/eval/images --out bench_out

@@ -27,11 +27,15 @@ def main(argv=None) -> int:
     ap.add_argument("--id", default=zoo.DEFAULT_MODEL)
     ap.add_argument("--out", default=None, help="models folder (default: models/)")
     ap.add_argument("--eval", action="store_true")
+    ap.add_argument("--machine", default="2-core CPU, bf16 autocast on the transforms")
+    ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     args = ap.parse_args(argv)
 
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     targs = ck["args"]
-    net = GainHyperprior(N=targs["N"], M=targs["M"])
+    # Older checkpoints predate the stored architecture: they used the defaults of their day.
+    net = GainHyperprior(**ck.get("arch", {"N": targs["N"], "M": targs["M"], "levels": 6,
+                                           "lmbda_min": 0.0016, "lmbda_max": 0.10}))
     arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
             "N": net.N, "M": net.M, "levels": net.levels,
             "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
@@ -44,7 +48,8 @@ def main(argv=None) -> int:
             "loss": "bpp + lambda(t) * 255^2 * MSE, t ~ U(0,1), lambda log-spaced over the range",
             "data": "shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image), "
                     "downscaled 2x/3x/4x; validation split held out (scripts/fetch_data.py)",
-            "machine": "2-core CPU, bf16 autocast on the transforms",
+            "machine": args.machine,
+            "history": args.history,
             "exported": time.strftime("%Y-%m-%d"),
         },
         "quality_mapping": "t = quality / 100 interpolates the log-gains; lambda(t) log-spaced",

@@ -9,7 +9,7 @@ boxes (and separately of the text boxes): PSNR over all box pixels, and SSIM (py
 `ssim`, window 7: most boxes are far below the 161 px MS-SSIM needs). Whole-image PSNR and
 MS-SSIM show the cost; the whole-image BD-rate of ROI-on against ROI-off is computed over the
 target points. Detector coverage: the share of annotated box area that each detector's map
-marks (faces: Haar; text: PP-OCR; "auto": the combined map at levels >= 2, on the latent grid as
+marks (faces: each installed detector, MTCNN and Haar; text: PP-OCR; "auto": the combined map at levels >= 2, on the latent grid as
 coded). Writes roi.json, roi.md and side-by-side PNGs (off | on, same budget) to --out.
 """
 
@@ -117,7 +117,10 @@ def main(argv=None) -> int:
     targets = [float(b) for b in args.bpp.split(",")]
 
     sheets: set[str] = set()
-    rows, skipped, cover = [], [], {"faces": {"haar": [], "auto": []}, "text": {"ppocr": [], "auto": []}}
+    from codec.analysis.faces import available as face_detectors
+
+    cover = {"faces": {d: [] for d in face_detectors()} | {"auto": []}, "text": {"ppocr": [], "auto": []}}
+    rows, skipped = [], []
     for name, ann in sorted(boxes.items()):
         img = Image.open(folder / name).convert("RGB")
         ref = np.asarray(img)
@@ -126,10 +129,11 @@ def main(argv=None) -> int:
         grid = pixel_to_grid(levels, _grid_shape(h, w))
         coded = np.kron(grid, np.ones((CELL, CELL), np.uint8))[:h, :w]
         faces, text = ann.get("faces", []), ann.get("text", [])
-        haar = box_mask((h, w), analysis.detect_faces(ref)).astype(np.uint8) * 3
+        maps = [("faces", d, box_mask((h, w), analysis.detect_faces(ref, detector=d)).astype(np.uint8) * 3, 3)
+                for d in face_detectors()]
         ocr = box_mask((h, w), analysis.detect_text(ref)).astype(np.uint8) * 2
-        for key, src, lv, ml in (("faces", "haar", haar, 3), ("faces", "auto", coded, 2),
-                                 ("text", "ppocr", ocr, 2), ("text", "auto", coded, 2)):
+        maps += [("faces", "auto", coded, 2), ("text", "ppocr", ocr, 2), ("text", "auto", coded, 2)]
+        for key, src, lv, ml in maps:
             c = coverage(lv, faces if key == "faces" else text, ml)
             if c is not None:
                 cover[key][src].append(c)

@@ -1,18 +1,24 @@
 """Train the variable-rate gain hyperprior; resumes from RUN/last.pt when it exists.
 
-    python -m scripts.train --run runs/main [--steps 200000] [--lr 5e-4] [--threads 2]
+    python -m scripts.train --run runs/main [--steps 200000] [--minutes M] [--lr 5e-4]
 
 Loss per image: R + lambda(t) * 255^2 * MSE with t ~ U(0, 1) drawn per image, R in bits per
 pixel from the likelihoods (training only: reported results always use real file bytes).
 Data: the prepared photos from `python -m scripts.fetch_data` (DATA/prepared/train), random
-crops with flips and 90-degree turns; the 2x/3x/4x downscales give scale augmentation.
+crops with flips and 90-degree turns; the 2x/3x/4x downscales give scale augmentation. Half
+the crops are the most detailed of four candidates (--detail), because the photos are smoother
+than the images people compress; some crops are made grey-scale or contrast-stretched until
+they clip (--gray, --stretch). A share of the images (--roi-prob) is coded with a random
+per-position step map, as ROI coding does, so g_s learns spatially varying quantisation.
 bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32.
-Logs one JSON line per --log-every steps to RUN/log.jsonl and validates on DATA/prepared/val.
+Runs on CUDA when it is there (the images then live on the GPU). Logs one JSON line per
+--log-every steps to RUN/log.jsonl and validates on DATA/prepared/val.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -27,32 +33,96 @@ from PIL import Image
 from codec.models.gain_hyperprior import GainHyperprior
 
 ROOT = Path(__file__).resolve().parents[1]
+GAIN_PARAMS = ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv")
 
 
-def load_images(folder: Path) -> list[torch.Tensor]:
-    files = sorted(folder.glob("*.png"))
+def load_images(folder: Path, min_side: int = 0) -> list[torch.Tensor]:
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".png", ".webp"))
     if not files:
         raise SystemExit(f"train: no images in {folder}; run `python -m scripts.fetch_data` first")
-    return [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1).contiguous()
-            for f in files]
+    images = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).contiguous()
+              for f in files]
+    return [im for im in images if min(im.shape[1:]) >= min_side]
 
 
-def random_batch(images, batch: int, crop: int) -> torch.Tensor:
-    out = torch.empty(batch, 3, crop, crop, dtype=torch.uint8)
-    for b in range(batch):
-        img = random.choice(images)
-        _, h, w = img.shape
-        y, x = random.randint(0, h - crop), random.randint(0, w - crop)
-        c = img[:, y:y + crop, x:x + crop]
-        if random.random() < 0.5:
-            c = c.flip(2)
-        c = torch.rot90(c, random.randint(0, 3), (1, 2))
-        out[b] = c
-    return (out.float() / 255.0).contiguous(memory_format=torch.channels_last)
+class CropSampler:
+    """Random crops; with probability `detail`, the most detailed of four candidate crops.
+
+    Detail is the mean absolute gradient, read from an integral image of each photo.
+    """
+
+    def __init__(self, images: list[torch.Tensor], crop: int, detail: float, device: str,
+                 gray: float = 0.0, stretch: float = 0.0):
+        self.images = [im.to(device) for im in images]
+        self.crop, self.detail, self.gray, self.stretch = crop, detail, gray, stretch
+        self.integrals = []
+        for im in images:
+            g = im.float().mean(0).numpy()
+            e = np.zeros_like(g)
+            e[1:, :] += np.abs(np.diff(g, axis=0))
+            e[:, 1:] += np.abs(np.diff(g, axis=1))
+            ii = np.zeros((g.shape[0] + 1, g.shape[1] + 1))
+            ii[1:, 1:] = e.cumsum(0).cumsum(1)
+            self.integrals.append(ii)
+        # Pick photos by area, so every pixel is about equally likely.
+        area = np.array([im.shape[1] * im.shape[2] for im in images], dtype=float)
+        self.weights = (area / area.sum()).tolist()
+
+    def _energy(self, k: int, y: int, x: int) -> float:
+        ii, c = self.integrals[k], self.crop
+        return ii[y + c, x + c] - ii[y, x + c] - ii[y + c, x] + ii[y, x]
+
+    def position(self):
+        k = random.choices(range(len(self.images)), self.weights)[0]
+        _, h, w = self.images[k].shape
+        cands = [(random.randint(0, h - self.crop), random.randint(0, w - self.crop))
+                 for _ in range(4 if random.random() < self.detail else 1)]
+        y, x = max(cands, key=lambda p: self._energy(k, *p))
+        return k, y, x
+
+    def batch(self, n: int) -> torch.Tensor:
+        c = self.crop
+        crops = []
+        for _ in range(n):
+            k, y, x = self.position()
+            t = self.images[k][:, y:y + c, x:x + c]
+            if random.random() < 0.5:
+                t = t.flip(2)
+            crops.append(torch.rot90(t, random.randint(0, 3), (1, 2)))
+        x = torch.stack(crops).float() / 255.0
+        # The photos hold few grey-scale images and few clipped blacks and whites, both common
+        # in what people compress (and where the codec did worst on the eval set).
+        for i in range(n):
+            if random.random() < self.gray:
+                x[i] = (x[i] * torch.tensor([0.299, 0.587, 0.114], device=x.device)[:, None, None]).sum(0)
+            if random.random() < self.stretch:
+                lo, hi = 0.15 * random.random(), 1 - 0.15 * random.random()
+                x[i] = ((x[i] - lo) / (hi - lo)).clamp(0, 1)
+        # Round back to 8 bits: the codec only ever sees 8-bit images.
+        x = (x * 255).round() / 255
+        return x.contiguous(memory_format=torch.channels_last)
 
 
-def rd_terms(model, x, t, autocast: bool):
-    out = model(x, t, autocast=autocast)
+def random_step_maps(n: int, grid: tuple[int, int], prob: float, device: str) -> torch.Tensor | None:
+    """Per-position quantisation multipliers 2^u like ROI maps make: a coarser background
+    (u in [-1, 0]) with one to three finer rectangles (u in [0, 2]); 1 where not drawn."""
+    if prob <= 0:
+        return None
+    h, w = grid
+    u = torch.zeros(n, 1, h, w)
+    for i in range(n):
+        if random.random() >= prob:
+            continue
+        u[i] = -random.random()
+        for _ in range(random.randint(1, 3)):
+            bh, bw = random.randint(1, h), random.randint(1, w)
+            y, x = random.randint(0, h - bh), random.randint(0, w - bw)
+            u[i, :, y:y + bh, x:x + bw] = 2 * random.random()
+    return torch.exp2(u).to(device)
+
+
+def rd_terms(model, x, t, autocast: bool, step=None):
+    out = model(x, t, autocast=autocast, step=step)
     n_pix = x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(l).flatten(1).sum(1) for l in out["likelihoods"].values())
     bpp = bits / n_pix
@@ -61,7 +131,7 @@ def rd_terms(model, x, t, autocast: bool):
 
 
 @torch.no_grad()
-def validate(model, val_images, crop: int = 256) -> dict:
+def validate(model, val_images, device: str, crop: int = 256) -> dict:
     model.eval()
     res = {}
     for t in (0.0, 0.5, 1.0):
@@ -69,8 +139,8 @@ def validate(model, val_images, crop: int = 256) -> dict:
         for img in val_images:
             _, h, w = img.shape
             y, x0 = (h - crop) // 2, (w - crop) // 2
-            x = img[None, :, y:y + crop, x0:x0 + crop].float() / 255
-            bpp, mse = rd_terms(model, x, torch.tensor([t]), autocast=False)
+            x = img[None, :, y:y + crop, x0:x0 + crop].float().to(device) / 255
+            bpp, mse = rd_terms(model, x, torch.tensor([t], device=device), autocast=False)
             bpps.append(bpp.item())
             psnrs.append(10 * math.log10(1 / max(mse.item(), 1e-10)))
         res[f"t{t}"] = {"est_bpp": round(float(np.mean(bpps)), 4),
@@ -79,83 +149,141 @@ def validate(model, val_images, crop: int = 256) -> dict:
     return res
 
 
+def remap_gains(state: dict, old: dict, model: GainHyperprior) -> dict:
+    """Carry gain vectors trained for one lambda range/level count over to another.
+
+    Log-gains are close to linear in log(lambda), so new levels inside the old range are
+    interpolated and levels outside it are extrapolated from the nearest two old levels.
+    """
+    lo, hi, n_old = math.log(old["lmbda_min"]), math.log(old["lmbda_max"]), old["levels"]
+    pos = (torch.log(model.level_lambdas()) - lo) / (hi - lo) * (n_old - 1)
+    i = pos.floor().long().clamp(0, n_old - 2)
+    frac = (pos - i)[:, None]
+    for name in GAIN_PARAMS:
+        g = state[name]
+        state[name] = g[i] * (1 - frac) + g[i + 1] * frac
+    return state
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "main"))
     ap.add_argument("--data", default=str(ROOT / "data"))
     ap.add_argument("--steps", type=int, default=200_000)
+    ap.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=5e-4, help="also overrides a resumed run's lr")
+    ap.add_argument("--lr-end", type=float, default=None,
+                    help="cosine decay from --lr to this over the run (steps or --minutes)")
     ap.add_argument("--aux-lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--N", type=int, default=128)
     ap.add_argument("--M", type=int, default=192)
+    ap.add_argument("--levels", type=int, default=9)
+    ap.add_argument("--lmbda-min", type=float, default=0.0004)
+    ap.add_argument("--lmbda-max", type=float, default=0.36)
+    ap.add_argument("--detail", type=float, default=0.5, help="share of detail-seeking crops")
+    ap.add_argument("--gray", type=float, default=0.1, help="share of crops turned grey-scale")
+    ap.add_argument("--stretch", type=float, default=0.2,
+                    help="share of crops contrast-stretched until blacks and whites clip")
+    ap.add_argument("--roi-prob", type=float, default=0.25, help="share of images with a random step map")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--val-every", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", default=None, metavar="MODEL_ID",
+    ap.add_argument("--init", default=None, metavar="MODEL_ID|FILE",
                     help="with no checkpoint in --run: start from a shipped model's weights "
-                         "(models/MODEL_ID.safetensors; optimiser state starts fresh)")
+                         "(models/MODEL_ID.safetensors) or a checkpoint file; optimiser starts fresh")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
+    dev = args.device
+    if dev == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) / "prepared"
-    train_images = [im for im in load_images(data / "train") if min(im.shape[1:]) >= args.crop]
-    val_images = load_images(data / "val")
+    sampler = CropSampler(load_images(data / "train", args.crop), args.crop, args.detail, dev,
+                          args.gray, args.stretch)
+    val_dir = data / "val"
+    val_images = load_images(val_dir, 256) if val_dir.is_dir() else []
 
-    model = GainHyperprior(N=args.N, M=args.M).to(memory_format=torch.channels_last)
+    ckpt_path = run / "last.pt"
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    arch = ck["arch"] if ck and "arch" in ck else {
+        "N": args.N, "M": args.M, "levels": args.levels,
+        "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
+    model = GainHyperprior(**arch).to(dev).to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
     step, wall = 0, 0.0
-    ckpt_path = run / "last.pt"
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        aux_opt.load_state_dict(ck["aux_opt"])
+        if "opt" in ck:  # checkpoints brought back from a GPU burst carry weights only
+            opt.load_state_dict(ck["opt"])
+            aux_opt.load_state_dict(ck["aux_opt"])
         step, wall = ck["step"], ck.get("wall_s", 0.0)
-        random.setstate(ck["py_rng"])
-        torch.set_rng_state(ck["torch_rng"])
+        if "py_rng" in ck:
+            random.setstate(ck["py_rng"])
         print(f"resumed {ckpt_path} at step {step}")
     elif args.init:
-        from codec.zoo import load_model
+        if Path(args.init).is_file():
+            src = torch.load(args.init, map_location="cpu", weights_only=False)
+            state, old_arch = src["model"], src["arch"]
+            step, wall = src["step"], src.get("wall_s", 0.0)
+        else:
+            from codec.zoo import load_model
 
-        shipped = load_model(args.init)
-        state = {k: v for k, v in shipped.net.state_dict().items()
+            shipped = load_model(args.init)
+            state, old_arch = shipped.net.state_dict(), shipped.card["architecture"]
+            step = shipped.card["training"]["steps"]
+            wall = shipped.card["training"].get("wall_hours", 0) * 3600
+        state = {k: v for k, v in state.items()
                  if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
+        if any(old_arch[k] != arch[k] for k in ("levels", "lmbda_min", "lmbda_max")):
+            state = remap_gains(state, old_arch, model)
         model.load_state_dict(state, strict=False)
-        step = shipped.card["training"]["steps"]
-        wall = shipped.card["training"].get("wall_hours", 0) * 3600
-        print(f"initialised from shipped model {args.init} (step {step})")
-    for g in opt.param_groups:
-        g["lr"] = args.lr
+        print(f"initialised from {args.init} (step {step})")
+    start_step = step
+
+    def lr_at(frac: float) -> float:
+        if args.lr_end is None:
+            return args.lr
+        return args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     def save():
         tmp = run / "last.pt.tmp"
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+        torch.save({"model": model.state_dict(), "arch": arch, "opt": opt.state_dict(),
                     "aux_opt": aux_opt.state_dict(), "step": step, "wall_s": wall,
-                    "args": vars(args), "py_rng": random.getstate(),
-                    "torch_rng": torch.get_rng_state()}, tmp)
+                    "args": vars(args), "py_rng": random.getstate()}, tmp)
         os.replace(tmp, ckpt_path)
 
     log = (run / "log.jsonl").open("a")
     model.train()
-    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-    t0 = time.time()
+    acc = torch.zeros(4, device=dev)  # loss, bpp, psnr, count
+    began = t0 = time.time()
+    grid = (args.crop // 16, args.crop // 16)
     while step < args.steps:
-        x = random_batch(train_images, args.batch, args.crop)
-        t = torch.rand(args.batch)
+        elapsed = time.time() - began
+        if args.minutes is not None and elapsed > args.minutes * 60:
+            break
+        frac = (elapsed / (args.minutes * 60) if args.minutes is not None
+                else (step - start_step) / max(args.steps - start_step, 1))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac)
+        x = sampler.batch(args.batch)
+        t = torch.rand(args.batch, device=dev)
         lam = model.lmbda(t)
-        bpp, mse = rd_terms(model, x, t, autocast=not args.no_bf16)
+        bpp, mse = rd_terms(model, x, t, autocast=not args.no_bf16,
+                            step=random_step_maps(args.batch, grid, args.roi_prob, dev))
         loss = (bpp + lam * 255 ** 2 * mse).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,24 +295,32 @@ def main(argv=None) -> int:
         aux_opt.step()
         step += 1
 
-        acc["loss"] += loss.item()
-        acc["bpp"] += bpp.mean().item()
-        acc["psnr"] += (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
-        acc["n"] += 1
+        with torch.no_grad():
+            acc += torch.stack([loss.detach(), bpp.detach().mean(),
+                                (10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean(),
+                                torch.ones((), device=dev)])
         if step % args.log_every == 0:
             now = time.time()
             wall += now - t0
-            rec = {"step": step, "lr": opt.param_groups[0]["lr"], "s_per_step": round((now - t0) / acc["n"], 3),
-                   "wall_s": round(wall), "aux": round(aux_loss.item(), 2),
-                   **{k: round(v / acc["n"], 4) for k, v in acc.items() if k != "n"}}
+            a = acc.tolist()
+            rec = {"step": step, "lr": round(opt.param_groups[0]["lr"], 7),
+                   "s_per_step": round((now - t0) / a[3], 4), "wall_s": round(wall),
+                   "aux": round(aux_loss.item(), 2), "loss": round(a[0] / a[3], 4),
+                   "bpp": round(a[1] / a[3], 4), "psnr": round(a[2] / a[3], 3)}
             t0 = now
-            acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
-            if step % args.val_every == 0:
-                rec["val"] = validate(model, val_images)
+            acc.zero_()
+            if step % args.val_every == 0 and val_images:
+                rec["val"] = validate(model, val_images, dev)
             log.write(json.dumps(rec) + "\n")
             log.flush()
+            print(json.dumps(rec), flush=True)
         if step % args.ckpt_every == 0:
             save()
+    wall += time.time() - t0
+    if val_images:
+        rec = {"step": step, "final_val": validate(model, val_images, dev)}
+        log.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
     save()
     return 0
 

@@ -33,3 +33,20 @@ def test_exact_gain_matches_training_interpolation():
         b = m.interpolate(m.y_gain, torch.tensor([t]))
         assert torch.allclose(a, b, rtol=1e-4)
         assert torch.equal(a * 2 ** 16, (a * 2 ** 16).round())
+
+
+def test_unit_step_map_changes_nothing_and_finer_steps_cost_bits():
+    torch.manual_seed(0)
+    m = GainHyperprior(N=32, M=48).eval()  # eval: rounding, no noise, so the runs compare exactly
+    x = torch.rand(1, 3, 64, 64)
+    t = torch.tensor([0.5])
+    plain = m(x, t)
+    ones = m(x, t, step=torch.ones(1, 1, 4, 4))
+    assert torch.equal(plain["x_hat"], ones["x_hat"])
+    assert torch.equal(plain["likelihoods"]["y"], ones["likelihoods"]["y"])
+
+    def bits(out):
+        return -torch.log2(out["likelihoods"]["y"]).sum()
+
+    finer = m(x, t, step=torch.full((1, 1, 4, 4), 4.0))
+    assert bits(finer) > bits(plain)

@@ -89,7 +89,17 @@ def test_text_detector_finds_rendered_text():
     assert x0 < 60 and x1 > 200 and y0 < 50 and y1 > 50
 
 
-def test_face_detector_runs(photo):
-    boxes = analysis.detect_faces(np.asarray(photo))
+@pytest.mark.parametrize("detector", ["auto", "haar", "mtcnn"])
+def test_face_detector_runs(photo, detector):
+    from codec.analysis.faces import available
+
+    if detector != "auto" and detector not in available():
+        pytest.skip(f"{detector} not installed")
+    boxes = analysis.detect_faces(np.asarray(photo), detector=detector)
     for x0, y0, x1, y1 in boxes:
         assert 0 <= x0 < x1 <= photo.width and 0 <= y0 < y1 <= photo.height
+
+
+def test_unknown_face_detector_is_refused():
+    with pytest.raises(ValueError, match="unknown face detector"):
+        analysis.detect_faces(np.zeros((32, 32, 3), np.uint8), detector="nope")

@@ -1,10 +1,27 @@
-"""Face boxes from OpenCV's Haar cascades (frontal + both profiles), shipped inside opencv."""
+"""Face boxes: MTCNN (facenet-pytorch, weights inside the package) when it is installed, else
+OpenCV's Haar cascades (frontal + both profiles), which ship inside opencv."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
+
+GROW = 0.15  # each box grows by this share of its side, to cover hair and chin
+
+
+def available() -> list[str]:
+    """Installed face detectors, strongest first."""
+    try:
+        import facenet_pytorch  # noqa: F401
+    except ImportError:
+        return ["haar"]
+    return ["mtcnn", "haar"]
+
+
+def _grow(x0: float, y0: float, x1: float, y1: float, w: int, h: int) -> tuple[int, int, int, int]:
+    g = GROW * max(x1 - x0, y1 - y0)
+    return (max(0, int(x0 - g)), max(0, int(y0 - g)), min(w, int(np.ceil(x1 + g))), min(h, int(np.ceil(y1 + g))))
 
 
 @lru_cache(maxsize=None)
@@ -17,8 +34,7 @@ def _cascade(name: str):
     return c
 
 
-def detect_faces(rgb: np.ndarray, min_size: int = 16) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1), x1/y1 exclusive, each grown by 15% to cover hair and chin."""
+def _haar(rgb: np.ndarray, min_size: int) -> list[tuple[int, int, int, int]]:
     import cv2
 
     gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
@@ -33,6 +49,42 @@ def detect_faces(rgb: np.ndarray, min_size: int = 16) -> list[tuple[int, int, in
         for x, y, bw, bh in (found if len(found) else []):
             if flip:
                 x = w - x - bw
-            g = int(0.15 * max(bw, bh))
-            boxes.append((max(0, x - g), max(0, y - g), min(w, x + bw + g), min(h, y + bh + g)))
+            boxes.append(_grow(x, y, x + bw, y + bh, w, h))
     return boxes
+
+
+@lru_cache(maxsize=None)
+def _mtcnn(min_size: int):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, min_face_size=min_size, device="cpu")
+
+
+def _mtcnn_boxes(rgb: np.ndarray, min_size: int) -> list[tuple[int, int, int, int]]:
+    import torch
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    with torch.no_grad():
+        found, probs = _mtcnn(min_size).detect(Image.fromarray(np.ascontiguousarray(rgb)))
+    if found is None:
+        return []
+    return [_grow(*b, w, h) for b, p in zip(found, probs) if p is not None and p >= 0.9]
+
+
+def detect_faces(rgb: np.ndarray, min_size: int = 16, detector: str = "auto") -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1), x1/y1 exclusive, grown to cover hair and chin.
+
+    detector: "mtcnn", "haar", or "auto" (the strongest installed).
+    """
+    if detector == "auto":
+        detector = available()[0]
+    if detector == "mtcnn":
+        return _mtcnn_boxes(rgb, min_size)
+    if detector == "haar":
+        return _haar(rgb, min_size)
+    raise ValueError(f"unknown face detector {detector!r} (have: {', '.join(available())})")

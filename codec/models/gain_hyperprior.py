@@ -87,19 +87,25 @@ class GainHyperprior(nn.Module):
                 self.interpolate(self.z_gain, t), self.interpolate(self.z_gain_inv, t))
 
     # ---- training forward -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool = False):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool = False,
+                step: torch.Tensor | None = None):
+        """step: optional [B, 1, h, w] per-position quantisation multiplier, as ROI coding uses."""
         yg, yg_inv, zg, zg_inv = self.gains(t)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        device = x.device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             y = self.g_a(x).float() * yg
             z = self.h_a(y).float() * zg
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
         z_hat = ste_round(z - medians) + medians
         scales, means = self.h_s(z_hat * zg_inv).chunk(2, 1)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        if step is None:
+            step = torch.ones_like(y[:, :1])
+        # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
+        _, y_likelihoods = self.gaussian_conditional(y * step, scales * step, means=means * step)
         # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s.
-        y_hat = ste_round(y - means) + means
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y_hat = ste_round((y - means) * step) / step + means
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             x_hat = self.g_s(y_hat * yg_inv).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 

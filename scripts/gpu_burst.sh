@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One training burst on a lent GPU machine (the `device` tool), checkpoint in, checkpoint out.
+#
+#   bash scripts/gpu_burst.sh pack            # here: .burst/ = training photos (lossless WebP) + wheels
+#   bash scripts/gpu_burst.sh run MINUTES     # there, from the repo root, with .burst carried
+#   bash scripts/gpu_burst.sh unpack DIR RUN  # here: DIR = the files that came back -> RUN/last.pt
+#
+# The device machine has torch but not compressai, and must not receive more than 64 MiB, so
+# `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there.
+# The run starts from INIT (default: the shipped model, or .burst/init.pt when present) and
+# returns a weights-only checkpoint in parts under 16 MiB (the transfer's per-file limit).
+set -euo pipefail
+mode=${1:?pack|run|unpack}
+
+case "$mode" in
+pack)
+    rm -rf .burst && mkdir -p .burst/data/prepared/train .burst/data/prepared/val .burst/whl
+    grep -qx '/.burst/' .git/info/exclude || echo '/.burst/' >> .git/info/exclude
+    .venv/bin/python - <<'EOF'
+from pathlib import Path
+from PIL import Image
+for split, pattern in (("train", "*_x2.png"), ("val", "*_x4.png")):
+    for f in sorted(Path("data/prepared", split).glob(pattern)):
+        Image.open(f).save(Path(".burst/data/prepared", split, f.stem + ".webp"), lossless=True, method=4)
+EOF
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_34_x86_64 -d .burst/whl compressai==1.2.8
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .burst/whl pytorch-msssim==1.0.0
+    du -sh .burst
+    ;;
+run)
+    minutes=${2:?minutes of training}
+    PY=${PY:-python3}  # PY=.venv/bin/python DEVICE=cpu rehearses the run here
+    if [ "${DEVICE:-cuda}" = cuda ]; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .burst/whl/*.whl
+        nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    fi
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    rm -rf /tmp/data /tmp/run
+    $PY - <<'EOF'
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from PIL import Image
+out = Path("/tmp/data/prepared/train"); out.mkdir(parents=True, exist_ok=True)
+def derive(f):  # 2x downscale -> 2x, 3x, 4x (sizes as scripts.fetch_data makes them, +-1 px)
+    img = Image.open(f).convert("RGB"); stem = f.stem[:-3]
+    img.save(out / f"{stem}_x2.png", compress_level=1)
+    for k in (3, 4):
+        w, h = img.width * 2 // k, img.height * 2 // k
+        if min(w, h) >= 160:
+            img.resize((w, h), Image.Resampling.LANCZOS).save(out / f"{stem}_x{k}.png", compress_level=1)
+with ThreadPoolExecutor(16) as ex:
+    list(ex.map(derive, sorted(Path(".burst/data/prepared/train").glob("*.webp"))))
+print(len(list(out.glob("*.png"))), "training images")
+EOF
+    ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
+    init=hpg-n128m192
+    [ -f .burst/init.pt ] && init=.burst/init.pt
+    $PY -m scripts.train --run /tmp/run --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
+        --threads "${THREADS:-8}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
+        --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
+        --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000
+    $PY - <<'EOF'
+import io, os, torch
+ck = torch.load("/tmp/run/last.pt", map_location="cpu", weights_only=False)
+keep = {k: ck[k] for k in ("model", "arch", "step", "wall_s", "args")}
+buf = io.BytesIO(); torch.save(keep, buf); raw = buf.getvalue()
+out = os.environ["OUT"]; part = 15 << 20
+for i in range(0, len(raw), part):
+    open(f"{out}/ckpt.part{i // part:02d}", "wb").write(raw[i:i + part])
+print("step", ck["step"], "checkpoint bytes", len(raw))
+EOF
+    cp /tmp/run/log.jsonl "$OUT/"
+    ;;
+unpack)
+    src=${2:?folder with ckpt.part*} run=${3:?run folder}
+    mkdir -p "$run"
+    cat "$src"/ckpt.part* > "$run/burst.pt"
+    cp "$src/log.jsonl" "$run/burst_log.jsonl"
+    echo "wrote $run/burst.pt; continue with: python -m scripts.train --run $run --init $run/burst.pt"
+    ;;
+*)
+    echo "usage: $0 pack | run MINUTES | unpack DIR RUN" >&2; exit 2 ;;
+esac
