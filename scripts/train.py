@@ -216,9 +216,12 @@ def main(argv=None) -> int:
 
     ckpt_path = run / "last.pt"
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    arch = ck["arch"] if ck and "arch" in ck else {
-        "N": args.N, "M": args.M, "levels": args.levels,
-        "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
+    if ck is not None:  # session-1 checkpoints predate the stored architecture
+        arch = ck.get("arch", {"N": ck["args"]["N"], "M": ck["args"]["M"], "levels": 6,
+                               "lmbda_min": 0.0016, "lmbda_max": 0.10})
+    else:
+        arch = {"N": args.N, "M": args.M, "levels": args.levels,
+                "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
     model = GainHyperprior(**arch).to(dev).to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
