@@ -17,6 +17,7 @@ import torch
 
 from codec import zoo
 from codec.models.gain_hyperprior import GainHyperprior
+from scripts.train import checkpoint_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +34,7 @@ def main(argv=None) -> int:
 
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     targs = ck["args"]
-    # Older checkpoints predate the stored architecture: they used the defaults of their day.
-    net = GainHyperprior(**ck.get("arch", {"N": targs["N"], "M": targs["M"], "levels": 6,
-                                           "lmbda_min": 0.0016, "lmbda_max": 0.10}))
+    net = GainHyperprior(**checkpoint_arch(ck))
     arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
             "N": net.N, "M": net.M, "levels": net.levels,
             "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}

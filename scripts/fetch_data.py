@@ -51,11 +51,13 @@ def unpack(package: str, workdir: Path) -> Path:
     return dest
 
 
-def prepare(src: Path, out_dir: Path, stem: str) -> int:
+def prepare(src: Path, out_dir: Path, stem: str, base: int = 1) -> int:
+    """Write the FACTORS downscales of the original photo; `src` is that photo already
+    downscaled by `base` (the GPU burst sends only the 2x ones and makes the rest there)."""
     img = Image.open(src).convert("RGB")
     n = 0
     for f in FACTORS:
-        w, h = img.width // f, img.height // f
+        w, h = img.width * base // f, img.height * base // f
         if min(w, h) < MIN_SIDE:
             continue
         target = out_dir / f"{stem}_x{f}.png"

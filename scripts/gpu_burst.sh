@@ -40,15 +40,10 @@ run)
     $PY - <<'EOF'
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from PIL import Image
+from scripts.fetch_data import prepare
 out = Path("/tmp/data/prepared/train"); out.mkdir(parents=True, exist_ok=True)
-def derive(f):  # 2x downscale -> 2x, 3x, 4x (sizes as scripts.fetch_data makes them, +-1 px)
-    img = Image.open(f).convert("RGB"); stem = f.stem[:-3]
-    img.save(out / f"{stem}_x2.png", compress_level=1)
-    for k in (3, 4):
-        w, h = img.width * 2 // k, img.height * 2 // k
-        if min(w, h) >= 160:
-            img.resize((w, h), Image.Resampling.LANCZOS).save(out / f"{stem}_x{k}.png", compress_level=1)
+def derive(f):  # NAME_x2.webp -> NAME_x2/x3/x4.png, as scripts.fetch_data makes them (+-1 px)
+    prepare(f, out, f.stem[:-3], base=2)
 with ThreadPoolExecutor(16) as ex:
     list(ex.map(derive, sorted(Path(".burst/data/prepared/train").glob("*.webp"))))
 print(len(list(out.glob("*.png"))), "training images")

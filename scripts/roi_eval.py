@@ -9,8 +9,8 @@ boxes (and separately of the text boxes): PSNR over all box pixels, and SSIM (py
 `ssim`, window 7: most boxes are far below the 161 px MS-SSIM needs). Whole-image PSNR and
 MS-SSIM show the cost; the whole-image BD-rate of ROI-on against ROI-off is computed over the
 target points. Detector coverage: the share of annotated box area that each detector's map
-marks (faces: each installed detector, MTCNN and Haar; text: PP-OCR; "auto": the combined map at levels >= 2, on the latent grid as
-coded). Writes roi.json, roi.md and side-by-side PNGs (off | on, same budget) to --out.
+marks (faces: each installed detector, MTCNN and Haar; text: PP-OCR; "auto": the combined map
+at levels >= 2, on the latent grid as coded). Writes roi.json, roi.md and side-by-side PNGs (off | on, same budget) to --out.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pytorch_msssim import ms_ssim, ssim
 
 import codec
 from codec import analysis
+from codec.analysis.faces import available as face_detectors
 from codec.image_codec import _grid_shape
 from codec.roi_map import CELL, pixel_to_grid
 from scripts.bdrate import bd_rate
@@ -117,8 +118,6 @@ def main(argv=None) -> int:
     targets = [float(b) for b in args.bpp.split(",")]
 
     sheets: set[str] = set()
-    from codec.analysis.faces import available as face_detectors
-
     cover = {"faces": {d: [] for d in face_detectors()} | {"auto": []}, "text": {"ppocr": [], "auto": []}}
     rows, skipped = [], []
     for name, ann in sorted(boxes.items()):

@@ -18,7 +18,6 @@ Runs on CUDA when it is there (the images then live on the GPU). Logs one JSON l
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -149,6 +148,12 @@ def validate(model, val_images, device: str, crop: int = 256) -> dict:
     return res
 
 
+def checkpoint_arch(ck: dict) -> dict:
+    """A checkpoint's architecture; session-1 checkpoints predate the stored one and used these."""
+    return ck.get("arch", {"N": ck["args"]["N"], "M": ck["args"]["M"], "levels": 6,
+                           "lmbda_min": 0.0016, "lmbda_max": 0.10})
+
+
 def remap_gains(state: dict, old: dict, model: GainHyperprior) -> dict:
     """Carry gain vectors trained for one lambda range/level count over to another.
 
@@ -216,12 +221,9 @@ def main(argv=None) -> int:
 
     ckpt_path = run / "last.pt"
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    if ck is not None:  # session-1 checkpoints predate the stored architecture
-        arch = ck.get("arch", {"N": ck["args"]["N"], "M": ck["args"]["M"], "levels": 6,
-                               "lmbda_min": 0.0016, "lmbda_max": 0.10})
-    else:
-        arch = {"N": args.N, "M": args.M, "levels": args.levels,
-                "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
+    arch = checkpoint_arch(ck) if ck is not None else {
+        "N": args.N, "M": args.M, "levels": args.levels,
+        "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
     model = GainHyperprior(**arch).to(dev).to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
@@ -240,7 +242,7 @@ def main(argv=None) -> int:
     elif args.init:
         if Path(args.init).is_file():
             src = torch.load(args.init, map_location="cpu", weights_only=False)
-            state, old_arch = src["model"], src["arch"]
+            state, old_arch = src["model"], checkpoint_arch(src)
             step, wall = src["step"], src.get("wall_s", 0.0)
         else:
             from codec.zoo import load_model
