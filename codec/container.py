@@ -13,7 +13,7 @@ from enum import IntEnum
 from .errors import CorruptFileError, FormatError, ImageTooLargeError, UnsupportedError
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ROI_MAP holds per-level quality offsets (1: scalar step multipliers)
 EXTENSION = ".lic"
 MAX_SIDE = 65535
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -43,6 +43,7 @@ class Header:
     bit_depth: int
     quality: float
     flags: int = 0
+    version: int = FORMAT_VERSION  # as read from the file; files are always written at FORMAT_VERSION
 
     def validate(self) -> None:
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
@@ -53,6 +54,8 @@ class Header:
             raise FormatError(f"invalid bit depth {self.bit_depth}")
         if not 0 <= self.quality <= 100:
             raise FormatError(f"invalid quality {self.quality}")
+        if not 1 <= self.version <= FORMAT_VERSION:
+            raise FormatError(f"invalid format version {self.version}")
         if len(self.weights_hash) != 8 or not self.model_id.isascii() or not 0 < len(self.model_id) < 256:
             raise FormatError("invalid model id or weights hash")
 
@@ -117,7 +120,7 @@ def header_bytes(h: Header) -> bytes:
     body = (bytes([len(mid)]) + mid + h.weights_hash + _varint(h.width) + _varint(h.height)
             + bytes([h.channels, h.bit_depth]) + struct.pack(">H", round(h.quality * 100))
             + bytes([h.flags]))
-    head = MAGIC + bytes([FORMAT_VERSION]) + _varint(len(body)) + body
+    head = MAGIC + bytes([h.version]) + _varint(len(body)) + body
     return head + struct.pack(">I", zlib.crc32(head))
 
 
@@ -171,7 +174,7 @@ def unpack_header(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> t
         flags = body.u8("header")
     except (CorruptFileError, UnicodeDecodeError) as e:
         raise FormatError(f"malformed header ({e})") from None
-    h = Header(model_id, weights_hash, width, height, channels, bit_depth, q / 100, flags)
+    h = Header(model_id, weights_hash, width, height, channels, bit_depth, q / 100, flags, version)
     h.validate()
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(

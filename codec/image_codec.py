@@ -64,11 +64,12 @@ class Encoder:
         if levels is not None:
             grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
             self.roi = RoiMap.from_levels(grid, roi_strength)
-        self.step = self.roi.multiplier_map() if self.roi is not None else None
 
     def encode(self, quality: float) -> bytes:
         quality = round(quality * 100) / 100  # exactly what the header stores and the decoder reads
-        z_str, y_str = self.model.coder.compress(self.y, quality / 100.0, self.step)
+        t, coder = quality / 100.0, self.model.coder
+        qmap = None if self.roi is None else coder.quant_map(self.roi.levels, t, self.roi.offsets)
+        z_str, y_str = coder.compress(self.y, t, qmap)
         header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
                         self.src.height, self.src.channels, self.src.bit_depth, quality)
         sections = {Section.HYPER: z_str, Section.LATENT: y_str}
@@ -117,12 +118,13 @@ def _decode_rgb(c: Container) -> np.ndarray:
         if len(c.sections[sec]) < RANS_MIN_BYTES:  # the rANS flush alone writes 8 bytes
             raise FormatError(f"{sec.name} section is too short to be a rANS stream")
     grid = _grid_shape(h.height, h.width)
-    step = None
+    t, qmap = h.quality / 100.0, None
     if Section.ROI_MAP in c.sections:
-        step = RoiMap.unpack(c.sections[Section.ROI_MAP], grid).multiplier_map()
+        roi = RoiMap.unpack(c.sections[Section.ROI_MAP], grid, h.version)
+        qmap = lm.coder.quant_map(roi.levels, t, roi.offsets, roi.v1_multipliers)
     try:
         y_hat = lm.coder.decompress(c.sections[Section.HYPER], c.sections[Section.LATENT],
-                                    (grid[0] // 4, grid[1] // 4), h.quality / 100.0, step)
+                                    (grid[0] // 4, grid[1] // 4), t, qmap)
     except (RuntimeError, ValueError, OverflowError) as e:
         raise FormatError(f"latent sections could not be decoded ({e})") from None
     # g_s was trained under bf16 autocast and runs ~2x faster in it on CPU; it only shapes
@@ -149,9 +151,9 @@ def read_info(data: bytes) -> dict:
     h = c.header
     roi = None
     if Section.ROI_MAP in c.sections:
-        roi = RoiMap.unpack(c.sections[Section.ROI_MAP], _grid_shape(h.height, h.width)).shares()
+        roi = RoiMap.unpack(c.sections[Section.ROI_MAP], _grid_shape(h.height, h.width), h.version).shares()
     return {
-        "format_version": container.FORMAT_VERSION,
+        "format_version": h.version,
         "model_id": h.model_id,
         "weights_hash": h.weights_hash.hex(),
         "width": h.width,

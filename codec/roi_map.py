@@ -1,15 +1,17 @@
 """Region-of-interest level maps on the latent grid, and their ROI_MAP section.
 
 A level map holds one small integer per latent position (a 16x16 pixel cell): 0 background,
-1 fine texture, 2 text, 3 faces. Each level has a quantisation step multiplier m: the latent
-residual (y - mean) is coded as round((y - mean) * m), so m > 1 quantises finer. The entropy model
-stays exact without retraining: the residual times m is Gaussian with scale sigma * m, which is
-the scale the coder is given (see LatentCoder). Multipliers travel as u16 in units of 1/4096, so
-encoder and decoder use bit-identical values.
+1 fine texture, 2 text, 3 faces. Each level carries a quality offset: its cells are quantised
+with the learned gain vectors of quality q + offset instead of q (the model's own per-channel
+step sizes for that rate, not one scalar step), so faces and text get finer steps and the
+background coarser ones. The entropy model stays exact without retraining: the residual
+(y - mean) times a per-channel step s is Gaussian with scale sigma * s. How the steps are
+derived from the offsets, bit-exactly, is LatentCoder.quant_map's job.
 
-Section payload: n_levels:u8, n_levels x multiplier:u16 (big-endian, m * 4096), then the
-levels as one byte per cell (row-major, ceil(H/16) x ceil(W/16) rounded up to the padded grid),
-zlib-compressed.
+Section payload (format version 2): n_levels:u8, n_levels x offset:i16 (big-endian, hundredths of
+a quality point), then the levels as one byte per cell (row-major over the padded grid),
+zlib-compressed. Version-1 files carried a scalar step multiplier per level instead
+(u16, m * 4096); they still decode.
 """
 
 from __future__ import annotations
@@ -23,51 +25,50 @@ import numpy as np
 from .errors import FormatError, InputError
 
 LEVEL_NAMES = ("background", "texture", "text", "face")
-# Step exponent per level: m = 2 ** (strength * weight). Background gets coarser, ROI finer.
-LEVEL_WEIGHTS = (-0.5, 0.0, 1.0, 1.0)
-MULT_ONE = 4096
+# Quality offset per level at strength 1 (scaled by the strength): background coarser, ROI finer.
+LEVEL_OFFSETS = (-6.25, 0.0, 25.0, 25.0)
 CELL = 16  # pixels per latent position
-MAX_STRENGTH = 3.0  # 2 ** 3 * MULT_ONE still fits the u16 multiplier field
+MAX_STRENGTH = 3.0
 
 
 @dataclass
 class RoiMap:
     levels: np.ndarray  # uint8, latent-grid shape (h, w)
-    multipliers: tuple[int, ...]  # per level, in units of 1/MULT_ONE
+    offsets: tuple[int, ...] = ()  # per level, quality offset in hundredths of a quality point
+    v1_multipliers: tuple[int, ...] | None = None  # version-1 files: scalar step per level * 4096
 
     @classmethod
     def from_levels(cls, levels: np.ndarray, strength: float) -> "RoiMap":
         if not (0.0 <= strength <= MAX_STRENGTH):
             raise InputError(f"roi strength must be in [0, {MAX_STRENGTH:g}], got {strength:g}")
-        mults = tuple(int(round(2.0 ** (strength * w) * MULT_ONE)) for w in LEVEL_WEIGHTS)
-        return cls(np.ascontiguousarray(levels, dtype=np.uint8), mults)
+        offsets = tuple(int(round(strength * o * 100)) for o in LEVEL_OFFSETS)
+        return cls(np.ascontiguousarray(levels, dtype=np.uint8), offsets)
 
-    def multiplier_map(self):
-        """float32 tensor [1, 1, h, w] of exact multipliers (k / 4096)."""
-        import torch
-
-        table = torch.tensor(self.multipliers, dtype=torch.float32) / MULT_ONE
-        return table[torch.from_numpy(self.levels.astype(np.int64))][None, None]
+    @property
+    def n_levels(self) -> int:
+        return len(self.v1_multipliers or self.offsets)
 
     def shares(self) -> dict[str, float]:
         n = self.levels.size
         return {LEVEL_NAMES[i]: round(float((self.levels == i).sum()) / n, 4)
-                for i in range(len(self.multipliers))}
+                for i in range(self.n_levels)}
 
     def pack(self) -> bytes:
-        head = bytes([len(self.multipliers)]) + b"".join(struct.pack(">H", m) for m in self.multipliers)
+        head = bytes([len(self.offsets)]) + b"".join(struct.pack(">h", o) for o in self.offsets)
         return head + zlib.compress(self.levels.tobytes(), 9)
 
     @classmethod
-    def unpack(cls, payload: bytes, shape: tuple[int, int]) -> "RoiMap":
+    def unpack(cls, payload: bytes, shape: tuple[int, int], version: int = 2) -> "RoiMap":
         if not payload:
             raise FormatError("ROI_MAP section is empty")
         n = payload[0]
         if not 1 <= n <= len(LEVEL_NAMES) or len(payload) < 1 + 2 * n:
             raise FormatError("ROI_MAP section is malformed")
-        mults = tuple(struct.unpack(f">{n}H", payload[1:1 + 2 * n]))
-        if min(mults) == 0:
+        values = tuple(struct.unpack(f">{n}{'H' if version == 1 else 'h'}", payload[1:1 + 2 * n]))
+        if version == 1 and min(values) == 0:
             raise FormatError("ROI_MAP multiplier of zero")
+        if version > 1 and max(abs(v) for v in values) > 100 * 100:
+            raise FormatError("ROI_MAP quality offset out of range")
         expected = shape[0] * shape[1]
         try:
             d = zlib.decompressobj()
@@ -79,7 +80,9 @@ class RoiMap:
         levels = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
         if levels.max(initial=0) >= n:
             raise FormatError("ROI_MAP level out of range")
-        return cls(levels.copy(), mults)
+        if version == 1:
+            return cls(levels.copy(), v1_multipliers=values)
+        return cls(levels.copy(), values)
 
 
 def pixel_to_grid(levels: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:

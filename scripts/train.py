@@ -103,7 +103,7 @@ class CropSampler:
 
 
 def random_step_maps(n: int, grid: tuple[int, int], prob: float, device: str) -> torch.Tensor | None:
-    """Per-position quantisation multipliers 2^u like ROI maps make: a coarser background
+    """Per-position quantisation multipliers 2^u, a scalar stand-in for ROI maps: a coarser background
     (u in [-1, 0]) with one to three finer rectangles (u in [0, 2]); 1 where not drawn."""
     if prob <= 0:
         return None

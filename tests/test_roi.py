@@ -1,11 +1,18 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import codec
 from codec import analysis, container
 from codec.container import Section
-from codec.roi_map import MULT_ONE, RoiMap, pixel_to_grid
+from codec.container import Container, Header
+from codec.image_codec import _grid_shape, _padded
+from codec.roi_map import RoiMap, pixel_to_grid
+from codec.zoo import load_model
 from conftest import psnr
 
 
@@ -14,17 +21,54 @@ def test_roi_map_pack_round_trip_and_size():
     levels[4:10, 5:12] = 3
     levels[20:30, 30:40] = 1
     m = RoiMap.from_levels(levels, strength=1.0)
-    assert m.multipliers[0] < MULT_ONE < m.multipliers[3]
+    assert m.offsets[0] < 0 == m.offsets[1] < m.offsets[3]
     data = m.pack()
     assert len(data) < 60
     back = RoiMap.unpack(data, (32, 48))
-    assert np.array_equal(back.levels, levels) and back.multipliers == m.multipliers
+    assert np.array_equal(back.levels, levels) and back.offsets == m.offsets
     with pytest.raises(codec.FormatError):
         RoiMap.unpack(data, (32, 47))
     with pytest.raises(codec.FormatError):
         RoiMap.unpack(data[:-3], (32, 48))
     with pytest.raises(codec.InputError):
         RoiMap.from_levels(levels, strength=3.5)
+    bad = bytes([4]) + struct.pack(">4h", 0, 0, 20000, 0) + data[9:]  # offset beyond 100 quality points
+    with pytest.raises(codec.FormatError, match="offset"):
+        RoiMap.unpack(bad, (32, 48))
+
+
+def test_quant_map_follows_the_learned_gains():
+    coder = load_model().coder
+    levels = np.array([[0, 1], [2, 3]], np.uint8)
+    q = coder.quant_map(levels, 0.4, (-1250, 0, 2500, 5000))
+    step = q.step[0]  # [M, 2, 2]
+    assert torch.equal(step[:, 0, 1], torch.ones_like(step[:, 0, 1]))  # offset 0: unchanged
+    assert (step[:, 0, 0] <= 1).all() and (step[:, 1, 0] >= 1).all() and (step[:, 1, 1] >= step[:, 1, 0]).all()
+    assert torch.equal(step * 4096, (step * 4096).round())  # exact multiples of 1/4096
+    assert step[:, 1, 0].std() > 0  # per channel, not one scalar
+    # The same rate parameter on both sides gives the same steps, bit for bit.
+    assert torch.equal(q.step, coder.quant_map(levels, 0.4, (-1250, 0, 2500, 5000)).step)
+
+
+def test_version_1_roi_files_still_decode(photo):
+    """Format version 1 carried one scalar step multiplier per level; such files must decode."""
+    lm = load_model()
+    rgb = np.asarray(photo)
+    h, w = rgb.shape[:2]
+    levels = np.zeros(_grid_shape(h, w), np.uint8)
+    levels[4:12, 8:20] = 3
+    mults = (2896, 4096, 8192, 8192)  # 2 ** -0.5, 1, 2, 2 in units of 1/4096
+    qmap = lm.coder.quant_map(levels, 0.3, v1_multipliers=mults)
+    with torch.no_grad():
+        z_str, y_str = lm.coder.compress(lm.net.g_a(_padded(rgb)), 0.3, qmap)
+    payload = bytes([4]) + b"".join(struct.pack(">H", m) for m in mults) + zlib.compress(levels.tobytes())
+    header = Header(lm.model_id, lm.weights_hash, w, h, 3, 8, 30.0, version=1)
+    data = container.pack(Container(header, {Section.HYPER: z_str, Section.LATENT: y_str,
+                                             Section.ROI_MAP: payload}))
+    assert codec.read_info(data)["format_version"] == 1
+    dec = np.asarray(codec.decode(data))
+    box = (slice(64, 192), slice(128, 320))
+    assert psnr(rgb[box], dec[box]) > psnr(rgb, dec) > 25
 
 
 def test_pixel_to_grid_max_pools():

@@ -14,7 +14,9 @@ The entropy parameters (h_s) have a second, bit-exact implementation in
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -120,6 +122,7 @@ class GainHyperprior(nn.Module):
 
 # ---- inference: real bitstreams ------------------------------------------------------------------
 GAIN_GRID = 2.0 ** 16  # gains are rounded to this grid so encoder and decoder agree exactly
+STEP_GRID = 4096.0  # ROI step multipliers are multiples of 1 / STEP_GRID
 
 
 def exact_gain(log_gains: torch.Tensor, t: float) -> torch.Tensor:
@@ -143,6 +146,15 @@ def _guard(string: bytes, n_symbols: int) -> bytes:
     return string + bytes(4 * n_symbols + 16 * len(string) + 4096)
 
 
+class QuantMap(NamedTuple):
+    """Per-position quantisation for ROI coding. The residual (y - mean) is coded as
+    round((y - mean) * step) with a Gaussian of scale sigma * step; the decoded value
+    (k + mean * step) times out_gain is g_s's input."""
+
+    step: torch.Tensor  # [1, M, h, w], exact multiples of 1 / STEP_GRID; > 1 is finer
+    out_gain: torch.Tensor  # [1, M, h, w]
+
+
 class LatentCoder:
     """Turns a latent y into rANS strings and back, for one model and one rate parameter.
 
@@ -155,6 +167,31 @@ class LatentCoder:
         self.model = model
         self.h_s = FixedPointSequential(model.h_s)
 
+    def quant_map(self, levels: np.ndarray, t: float, offsets: Sequence[int] = (),
+                  v1_multipliers: Sequence[int] | None = None) -> QuantMap:
+        """Steps for a level map (codec.roi_map): level l is coded with the gain vectors of
+        rate parameter t + offsets[l] / 10000 (offsets in hundredths of a quality point), so each
+        channel's step follows the rate the model learned for it. The step ratios are computed
+        in float64 from the grid-rounded gains and rounded to 1 / STEP_GRID: bit-exact.
+        Version-1 files give one scalar step per level (v1_multipliers, in 1 / STEP_GRID)."""
+        m = self.model
+        if v1_multipliers is not None:
+            steps = torch.tensor(v1_multipliers, dtype=torch.float32)[:, None] / STEP_GRID
+            outs = exact_gain(m.y_gain_inv, t)[0, :, 0, 0][None] / steps
+            steps = steps.expand_as(outs)
+        else:
+            g = exact_gain(m.y_gain, t).double()[0, :, 0, 0]
+            rows_s, rows_o = [], []
+            for off in offsets:
+                t2 = min(max(t + off / 10000.0, 0.0), 1.0)
+                ratio = exact_gain(m.y_gain, t2).double()[0, :, 0, 0] / g
+                rows_s.append(torch.round(ratio * STEP_GRID).clamp_min(1.0) / STEP_GRID)
+                rows_o.append(exact_gain(m.y_gain_inv, t2)[0, :, 0, 0])
+            steps, outs = torch.stack(rows_s).float(), torch.stack(rows_o)
+        idx = torch.from_numpy(np.asarray(levels, dtype=np.int64))
+        return QuantMap(steps[idx].permute(2, 0, 1)[None].contiguous(),
+                        outs[idx].permute(2, 0, 1)[None].contiguous())
+
     def _params(self, z_hat: torch.Tensor, t: float, step: torch.Tensor | None):
         zg_inv = exact_gain(self.model.z_gain_inv, t)
         scales, means = self.h_s(z_hat * zg_inv).float().chunk(2, 1)
@@ -164,30 +201,29 @@ class LatentCoder:
         return indexes, means
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor, t: float, step: torch.Tensor | None = None) -> tuple[bytes, bytes]:
+    def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None) -> tuple[bytes, bytes]:
         """y: ungained latent [1, M, h, w] -> (hyper string, latent string).
 
-        step: optional [1, 1, h, w] per-position quantisation multiplier (ROI); > 1 is finer.
+        qmap: optional per-position quantisation (ROI), from quant_map.
         """
         m = self.model
         y = y * exact_gain(m.y_gain, t)
         z = m.h_a(y) * exact_gain(m.z_gain, t)
         z_str = m.entropy_bottleneck.compress(z)[0]
         z_hat = m.entropy_bottleneck.decompress([z_str], z.shape[-2:])
+        step = None if qmap is None else qmap.step
         indexes, means = self._params(z_hat, t, step)
         y_str = m.gaussian_conditional.compress(y if step is None else y * step, indexes, means=means)[0]
         return z_str, y_str
 
     @torch.no_grad()
     def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float,
-                   step: torch.Tensor | None = None) -> torch.Tensor:
+                   qmap: QuantMap | None = None) -> torch.Tensor:
         """-> dequantised, un-gained latent y_hat [1, M, 4h, 4w] ready for g_s."""
         m = self.model
         h, w = z_shape
         z_hat = m.entropy_bottleneck.decompress([_guard(z_str, m.N * h * w)], z_shape)
-        indexes, means = self._params(z_hat, t, step)
+        indexes, means = self._params(z_hat, t, None if qmap is None else qmap.step)
         y_hat = m.gaussian_conditional.decompress([_guard(y_str, m.M * 16 * h * w)], indexes,
                                                   means=means)
-        if step is not None:
-            y_hat = y_hat / step
-        return y_hat * exact_gain(m.y_gain_inv, t)
+        return y_hat * (exact_gain(m.y_gain_inv, t) if qmap is None else qmap.out_gain)
