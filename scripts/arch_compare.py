@@ -38,12 +38,11 @@ from compressai.models import Elic2022Chandelier, MeanScaleHyperprior
 from compressai.models.utils import conv, deconv
 from PIL import Image
 
+from codec.image_codec import _padded
+from scripts.eval_codec import DEFAULT_IMAGES as EVAL, psnr
 from scripts.train import CropSampler, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = ROOT.parent / "shared/data/eval/images"
-if not EVAL.is_dir():
-    EVAL = ROOT / "shared/data/eval/images"
 
 
 def gdn_transforms(N: int, M: int):
@@ -105,27 +104,19 @@ def rd_step(net, lmbda: float):
     return step_loss
 
 
-def pad64(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[2:]
-    return F.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
-
-
 @torch.no_grad()
 def evaluate(net) -> dict:
     net.eval()
     net.update(force=True)
     bpps, psnrs = [], []
     for f in sorted(EVAL.glob("*.png")):
-        rgb = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255
+        rgb = np.asarray(Image.open(f).convert("RGB"))
         h, w = rgb.shape[:2]
-        x = pad64(torch.from_numpy(rgb).permute(2, 0, 1)[None])
-        enc = net.compress(x)
-        nbytes = sum(len(s) for group in enc["strings"] for s in _flat(group))
+        enc = net.compress(_padded(rgb))
+        nbytes = sum(len(s) for s in _flat(enc["strings"]))
         x_hat = net.decompress(enc["strings"], enc["shape"])["x_hat"][0, :, :h, :w]
-        x_hat = (x_hat.clamp(0, 1) * 255).round() / 255
-        mse = float(((x_hat.permute(1, 2, 0).numpy() - rgb) ** 2).mean())
         bpps.append(8 * nbytes / (h * w))
-        psnrs.append(10 * math.log10(1 / mse))
+        psnrs.append(psnr(rgb, (x_hat.clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()))
     return {"bpp": round(float(np.mean(bpps)), 4), "psnr": round(float(np.mean(psnrs)), 3),
             "per_image": [[round(b, 4), round(p, 3)] for b, p in zip(bpps, psnrs)]}
 
@@ -140,9 +131,8 @@ def _flat(s):
 def decode_time(net, runs: int = 5) -> float:
     """Median seconds to decompress a 768x512 image (entropy decoding and g_s)."""
     net.eval()
-    rgb = np.asarray(Image.open(sorted(EVAL.glob("*.png"))[0]).convert("RGB"), dtype=np.float32) / 255
-    x = pad64(torch.from_numpy(rgb[:512, :768]).permute(2, 0, 1)[None])
-    enc = net.compress(x)
+    rgb = np.asarray(Image.open(sorted(EVAL.glob("*.png"))[0]).convert("RGB"))
+    enc = net.compress(_padded(rgb[:512, :768]))
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()

@@ -36,6 +36,7 @@ from codec.image_codec import _padded
 from codec.models.gain_hyperprior import exact_gain, scale_table
 from codec.zoo import load_model
 from scripts.arch_compare import EVAL, _flat, add_budget_args, open_results, train_for
+from scripts.eval_codec import psnr
 from scripts.train import CropSampler, load_images
 
 
@@ -100,7 +101,7 @@ def evaluate(code, g_s) -> dict:
             mismatches.append(f.name)
         x_hat = (g_s(y_hat)[0, :, :h, :w].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
         bpps.append(8 * nbytes / (h * w))
-        psnrs.append(float(10 * np.log10(255 ** 2 / np.mean((x_hat - rgb) ** 2))))
+        psnrs.append(psnr(rgb, x_hat))
     return {"bpp": round(float(np.mean(bpps)), 4), "psnr": round(float(np.mean(psnrs)), 3),
             "decode_mismatch": mismatches, "per_image_bpp": [round(b, 4) for b in bpps]}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
                      f"{s['text_ssim_on']} | {s['psnr_off']} → {s['psnr_on']} |")
     lines += ["", f"Whole-image BD-rate (RGB PSNR) of ROI on vs off, images reached at every target: {bd:+.1f}%",
               f"The same over all {n_images} images, at the targets every image reached ({everyone}): "
-              + (f"{bd_all:+.1f}%" if bd_all == bd_all else "n/a (needs two such targets)"), "",
+              + ("n/a (needs two such targets)" if math.isnan(bd_all) else f"{bd_all:+.1f}%"), "",
               "Share of annotated box area marked by each detector: " + json.dumps(cov),
               f"Skipped (target below the model's smallest file): {len(skipped)} image/target pairs"]
     (out / "roi.md").write_text("\n".join(lines) + "\n")

@@ -12,9 +12,9 @@ Each variant is a JSON object:
   [a0, lo, hi] scales the text/face offsets by clamp(a0 / ROI share of the grid, lo, hi).
 
 Same images, detectors, targets and box metrics as scripts.roi_eval, but faster: it runs g_a and
-the detectors once per image (level maps cached in --cache), rate control bisects on the real
-rANS string sizes plus a fixed 40-byte allowance for the container header, and the chosen file is
-decoded through LatentCoder.decompress and g_s. Check a chosen rule with scripts.roi_eval, which
+the detectors once per image (level maps cached in --cache), rate control (codec's
+search_quality) runs on the real rANS string sizes plus a fixed 40-byte allowance for the
+container header, and the chosen encoding is decoded through LatentCoder.decompress and g_s. Check a chosen rule with scripts.roi_eval, which
 writes real files.
 """
 
@@ -31,11 +31,12 @@ from PIL import Image
 from scipy.ndimage import maximum_filter
 
 from codec import analysis
+from codec.errors import RateControlError
 from codec.image_codec import _grid_shape, _padded
+from codec.rate_control import search_quality
 from codec.roi_map import RoiMap, pixel_to_grid
 from codec.zoo import load_model
-from scripts.bdrate import bd_rate
-from scripts.roi_eval import DEFAULT_IMAGES, box_mask, masked_psnr
+from scripts.roi_eval import DEFAULT_IMAGES, box_mask, masked_psnr, whole_image_bd_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = 40  # container header + section framing, the same for on and off apart from ROI_MAP
@@ -84,34 +85,24 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets) -> list[dict]:
         map_bytes = len(RoiMap.from_levels(grid, 1.0).pack()) + 4
         for bpp in targets:
             res = {"image": name, "target_bpp": bpp}
-            for mode in ("off", "on"):
-                budget = int(bpp * w * h / 8) - HEADER - (map_bytes if mode == "on" else 0)
+            try:
+                for mode in ("off", "on"):
+                    budget = int(bpp * w * h / 8) - HEADER - (map_bytes if mode == "on" else 0)
 
-                def encode(q):
-                    qmap = None if mode == "off" else quant_map(coder, grid, q / 100, v)
-                    z_str, y_str = coder.compress(y, q / 100, qmap)
-                    return len(z_str) + len(y_str), (z_str, y_str, q, qmap)
+                    def encode(q):
+                        qmap = None if mode == "off" else quant_map(coder, grid, q / 100, v)
+                        return (*coder.compress(y, q / 100, qmap), q, qmap)
 
-                lo, hi = 0.0, 100.0
-                size, best = encode(lo)
-                if size > budget:
-                    break  # below this image's smallest file
-                while hi - lo > 0.25:
-                    mid = round((lo + hi) / 2, 2)
-                    s, enc = encode(mid)
-                    if s <= budget:
-                        lo, size, best = mid, s, enc
-                    else:
-                        hi = mid
-                z_str, y_str, q, qmap = best
-                y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
-                x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
-                res[mode] = {"bpp": 8 * (size + HEADER + (map_bytes if mode == "on" else 0)) / (h * w),
-                             "psnr": masked_psnr(ref, x, np.ones((h, w), bool)),
-                             "face": masked_psnr(ref, x, box_mask((h, w), ann.get("faces", []))),
-                             "text": masked_psnr(ref, x, box_mask((h, w), ann.get("text", [])))}
-            if "on" in res:
-                rows.append(res)
+                    z_str, y_str, q, qmap = search_quality(encode, budget, size=lambda e: len(e[0]) + len(e[1]))
+                    y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
+                    x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
+                    size = len(z_str) + len(y_str) + HEADER + (map_bytes if mode == "on" else 0)
+                    res[mode] = {"bpp": 8 * size / (h * w), "psnr": masked_psnr(ref, x, np.ones((h, w), bool)),
+                                 "face": masked_psnr(ref, x, box_mask((h, w), ann.get("faces", []))),
+                                 "text": masked_psnr(ref, x, box_mask((h, w), ann.get("text", [])))}
+            except RateControlError:  # below this image's smallest file
+                continue
+            rows.append(res)
     return rows
 
 
@@ -121,16 +112,7 @@ def summarize(rows: list[dict], targets) -> dict:
         rs = [r for r in rows if r["target_bpp"] == t]
         out[str(t)] = {k: round(float(np.mean([r["on"][k] - r["off"][k] for r in rs if r["off"][k] is not None])), 2)
                        for k in ("face", "text", "psnr")}
-    per: dict = {}
-    for r in rows:
-        per.setdefault(r["image"], {})[r["target_bpp"]] = r
-    common = [i for i, d in per.items() if len(d) == len(targets)]
-
-    def curve(mode):
-        return ([float(np.mean([per[i][t][mode]["bpp"] for i in common])) for t in targets],
-                [float(np.mean([per[i][t][mode]["psnr"] for i in common])) for t in targets])
-
-    out["bd_rate_pct"] = round(bd_rate(*curve("off"), *curve("on")), 1)
+    out["bd_rate_pct"] = round(whole_image_bd_rate(rows, targets), 1)
     return out
 
 

@@ -21,13 +21,8 @@ import codec
 from codec.image_codec import _padded
 from codec.models.gain_hyperprior import exact_gain
 from codec.zoo import load_model
+from scripts.eval_codec import DEFAULT_IMAGES, psnr
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = ROOT.parent / "shared/data/eval/images"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255 ** 2 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 @torch.no_grad()
