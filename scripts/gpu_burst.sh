@@ -7,6 +7,7 @@
 #
 # The device machine has torch but not compressai, and must not receive more than 64 MiB, so
 # `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there.
+# M=320 widens the shipped model's latent (scripts.train.widen_latent) before training.
 # The run starts from INIT (default: the shipped model, or .burst/init.pt when present) and
 # returns a weights-only checkpoint in parts under 16 MiB (the transfer's per-file limit).
 set -euo pipefail
@@ -54,6 +55,7 @@ EOF
     $PY -m scripts.train --run /tmp/run --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
         --threads "${THREADS:-8}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
         --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
+        --M "${M:-192}" --warmup "${WARMUP:-0}" \
         --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000
     $PY - <<'EOF'
 import io, os, torch

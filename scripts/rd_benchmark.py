@@ -217,7 +217,9 @@ class Ours(Codec):
         return None
 
     def settings(self):
-        return f"codec.encode/decode, model {self.model.model_id}"  # after missing()
+        # The weights hash keys the cache: retrained weights under the same id are rerun.
+        m = self.model  # set by missing()
+        return f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()})"
 
     def version(self):
         import codec

@@ -9,7 +9,8 @@ crops with flips and 90-degree turns; the 2x/3x/4x downscales give scale augment
 the crops are the most detailed of four candidates (--detail), because the photos are smoother
 than the images people compress; some crops are made grey-scale or contrast-stretched until
 they clip (--gray, --stretch). A share of the images (--roi-prob) is coded with a random
-per-position step map, as ROI coding does, so g_s learns spatially varying quantisation.
+per-position quality map, as ROI coding does, so g_s learns spatially varying quantisation.
+--init with a larger --M widens a trained model's latent (widen_latent) before training.
 bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32.
 Runs on CUDA when it is there (the images then live on the GPU). Logs one JSON line per
 --log-every steps to RUN/log.jsonl and validates on DATA/prepared/val.
@@ -102,26 +103,27 @@ class CropSampler:
         return x.contiguous(memory_format=torch.channels_last)
 
 
-def random_step_maps(n: int, grid: tuple[int, int], prob: float, device: str) -> torch.Tensor | None:
-    """Per-position quantisation multipliers 2^u, a scalar stand-in for ROI maps: a coarser background
-    (u in [-1, 0]) with one to three finer rectangles (u in [0, 2]); 1 where not drawn."""
+def random_quality_maps(t: torch.Tensor, grid: tuple[int, int], prob: float) -> torch.Tensor | None:
+    """Per-position rate parameters like the ones ROI coding makes (codec.roi_map's offsets up to
+    strength 1.5): for a share `prob` of the images, a coarser background (offset in [-0.094, 0])
+    with one to three finer rectangles (offset in [0, 0.375]) around each image's t; elsewhere t."""
     if prob <= 0:
         return None
-    h, w = grid
-    u = torch.zeros(n, 1, h, w)
+    n, (h, w) = t.shape[0], grid
+    off = torch.zeros(n, 1, h, w)
     for i in range(n):
         if random.random() >= prob:
             continue
-        u[i] = -random.random()
+        off[i] = -0.094 * random.random()
         for _ in range(random.randint(1, 3)):
             bh, bw = random.randint(1, h), random.randint(1, w)
             y, x = random.randint(0, h - bh), random.randint(0, w - bw)
-            u[i, :, y:y + bh, x:x + bw] = 2 * random.random()
-    return torch.exp2(u).to(device)
+            off[i, :, y:y + bh, x:x + bw] = 0.375 * random.random()
+    return (t.cpu()[:, None, None, None] + off).clamp(0, 1).to(t.device)
 
 
-def rd_terms(model, x, t, autocast: bool, step=None):
-    out = model(x, t, autocast=autocast, step=step)
+def rd_terms(model, x, t, autocast: bool, t_map=None):
+    out = model(x, t, autocast=autocast, t_map=t_map)
     n_pix = x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(l).flatten(1).sum(1) for l in out["likelihoods"].values())
     bpp = bits / n_pix
@@ -170,6 +172,47 @@ def remap_gains(state: dict, old: dict, model: GainHyperprior) -> dict:
     return state
 
 
+def widen_latent(state: dict, model: GainHyperprior) -> dict:
+    """Grow a trained model's latent from M to model.M channels without changing what it computes.
+
+    The new channels of g_a start small and random; g_s, h_a and the old entropy parameters
+    ignore them (zero weights) until training finds a use for them. h_s's hidden width follows
+    M, so its new hidden units start disconnected as well. New gain vectors start at the mean of
+    the old ones at each level.
+    """
+    old_m, new_m = state["g_a.6.weight"].shape[0], model.M
+    fresh = model.state_dict()
+
+    def grow(name: str, dims: dict[int, int], keep_fresh: bool = False) -> None:
+        w = fresh[name].clone() if keep_fresh else torch.zeros_like(fresh[name])
+        w[tuple(slice(0, dims.get(d, s)) for d, s in enumerate(w.shape))] = state[name]
+        state[name] = w
+
+    grow("g_a.6.weight", {0: old_m}, keep_fresh=True)
+    state["g_a.6.weight"][old_m:] *= 0.1
+    grow("g_a.6.bias", {0: old_m})
+    grow("g_s.0.weight", {0: old_m})
+    grow("h_a.0.weight", {1: old_m})
+    grow("h_s.0.weight", {1: old_m}, keep_fresh=True)
+    grow("h_s.0.bias", {0: old_m})
+    grow("h_s.2.weight", {0: old_m, 1: old_m})
+    state["h_s.2.weight"][:, old_m:] = fresh["h_s.2.weight"][:, old_m:]
+    grow("h_s.2.bias", {0: old_m})
+    # The 1x1 output conv gives scales then means: old scale rows stay first, old mean rows
+    # move to after the new scale rows. New rows start from the old rows' average bias.
+    w_old, b_old = state["h_s.4.weight"], state["h_s.4.bias"]
+    w = torch.zeros_like(fresh["h_s.4.weight"])
+    b = torch.zeros_like(fresh["h_s.4.bias"])
+    w[:old_m, :old_m], w[new_m:new_m + old_m, :old_m] = w_old[:old_m], w_old[old_m:]
+    b[:old_m], b[new_m:new_m + old_m] = b_old[:old_m], b_old[old_m:]
+    b[old_m:new_m] = b_old[:old_m].mean()
+    state["h_s.4.weight"], state["h_s.4.bias"] = w, b
+    for name in ("y_gain", "y_gain_inv"):
+        g = state[name]
+        state[name] = torch.cat([g, g.mean(1, keepdim=True).expand(-1, new_m - old_m)], 1)
+    return state
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "main"))
@@ -181,6 +224,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4, help="also overrides a resumed run's lr")
     ap.add_argument("--lr-end", type=float, default=None,
                     help="cosine decay from --lr to this over the run (steps or --minutes)")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="ramp the lr up linearly over this many steps (with a fresh optimiser)")
     ap.add_argument("--aux-lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -194,7 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gray", type=float, default=0.1, help="share of crops turned grey-scale")
     ap.add_argument("--stretch", type=float, default=0.2,
                     help="share of crops contrast-stretched until blacks and whites clip")
-    ap.add_argument("--roi-prob", type=float, default=0.25, help="share of images with a random step map")
+    ap.add_argument("--roi-prob", type=float, default=0.25,
+                    help="share of images coded with a random ROI-like quality map")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--val-every", type=int, default=5000)
@@ -255,14 +301,19 @@ def main(argv=None) -> int:
                  if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
         if any(old_arch[k] != arch[k] for k in ("levels", "lmbda_min", "lmbda_max")):
             state = remap_gains(state, old_arch, model)
+        if old_arch["N"] != arch["N"] or old_arch["M"] > arch["M"]:
+            raise SystemExit("train: --init can only widen M (same N, larger or equal M)")
+        if old_arch["M"] < arch["M"]:
+            state = widen_latent(state, model)
         model.load_state_dict(state, strict=False)
         print(f"initialised from {args.init} (step {step})")
     start_step = step
 
     def lr_at(frac: float) -> float:
+        ramp = min(1.0, (step - start_step + 1) / args.warmup) if args.warmup else 1.0
         if args.lr_end is None:
-            return args.lr
-        return args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            return ramp * args.lr
+        return ramp * (args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     def save():
         tmp = run / "last.pt.tmp"
@@ -288,7 +339,7 @@ def main(argv=None) -> int:
         t = torch.rand(args.batch, device=dev)
         lam = model.lmbda(t)
         bpp, mse = rd_terms(model, x, t, autocast=not args.no_bf16,
-                            step=random_step_maps(args.batch, grid, args.roi_prob, dev))
+                            t_map=random_quality_maps(t, grid, args.roi_prob))
         loss = (bpp + lam * 255 ** 2 * mse).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

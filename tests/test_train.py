@@ -1,4 +1,4 @@
-"""The training script's helpers: gain remapping, ROI-like step maps, detail-seeking crops."""
+"""The training script's helpers: gain remapping, widening, ROI-like quality maps, detail-seeking crops."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import torch
 
 from codec.models.gain_hyperprior import GainHyperprior
-from scripts.train import CropSampler, random_step_maps, remap_gains
+from scripts.train import CropSampler, random_quality_maps, remap_gains, widen_latent
 
 
 def _arch(m):
@@ -31,18 +31,6 @@ def test_remap_gains_keeps_shared_lambdas_and_extends_the_range():
     assert torch.allclose(state["y_gain"][4], expect, atol=1e-4)
 
 
-def test_random_step_maps_look_like_roi_maps():
-    random.seed(0)
-    maps = random_step_maps(64, (8, 8), prob=0.5, device="cpu")
-    assert maps.shape == (64, 1, 8, 8)
-    flat = maps.flatten(1)
-    untouched = (flat == 1).all(1)
-    assert 10 < untouched.sum() < 54  # about half
-    drawn = flat[~untouched]
-    assert drawn.min() >= 0.5 and drawn.max() <= 4.0
-    assert random_step_maps(4, (8, 8), prob=0.0, device="cpu") is None
-
-
 def test_detail_sampling_prefers_detailed_crops():
     random.seed(0)
     img = torch.zeros(3, 64, 256, dtype=torch.uint8)
@@ -62,3 +50,37 @@ def test_batches_are_8_bit_and_augmented():
     assert torch.equal(x * 255, (x * 255).round())
     y = CropSampler([img], 32, 0.0, "cpu", stretch=1.0).batch(8)
     assert ((y == 0) | (y == 1)).any()
+
+
+def test_widening_the_latent_keeps_the_reconstruction():
+    torch.manual_seed(0)
+    old = GainHyperprior(N=16, M=16, levels=4).eval()
+    with torch.no_grad():  # trained-looking gains, different per channel
+        old.y_gain.add_(torch.randn_like(old.y_gain) * 0.3)
+    wide = GainHyperprior(N=16, M=24, levels=4).eval()
+    wide.load_state_dict(widen_latent({k: v.clone() for k, v in old.state_dict().items()}, wide))
+    x, t = torch.rand(1, 3, 64, 64), torch.tensor([0.4])
+    a, b = old(x, t), wide(x, t)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+    # The old channels keep their entropy parameters; the new ones cost some bits of their own.
+    assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"][:, :16], atol=1e-6)
+    assert torch.equal(a["likelihoods"]["z"], b["likelihoods"]["z"])
+
+
+def test_quality_maps_stay_in_range_and_match_the_coder():
+    random.seed(0)
+    t = torch.rand(32)
+    maps = random_quality_maps(t, (8, 8), prob=0.5)
+    assert maps.shape == (32, 1, 8, 8) and maps.min() >= 0 and maps.max() <= 1
+    untouched = (maps == t[:, None, None, None]).flatten(1).all(1)
+    assert 6 < untouched.sum() < 26  # about half
+    assert random_quality_maps(t, (8, 8), prob=0.0) is None
+    # A uniform map at t is the plain forward pass.
+    torch.manual_seed(0)
+    m = GainHyperprior(N=16, M=16, levels=4).eval()
+    with torch.no_grad():
+        m.y_gain.add_(torch.randn_like(m.y_gain) * 0.3)
+    x, t1 = torch.rand(1, 3, 64, 64), torch.tensor([0.3])
+    plain, mapped = m(x, t1), m(x, t1, t_map=torch.full((1, 1, 4, 4), 0.3))
+    assert torch.allclose(plain["x_hat"], mapped["x_hat"], atol=1e-5)
+    assert torch.allclose(plain["likelihoods"]["y"], mapped["likelihoods"]["y"], atol=1e-5)

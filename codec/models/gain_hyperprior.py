@@ -84,14 +84,26 @@ class GainHyperprior(nn.Module):
         lg = log_gains[i] * (1 - frac) + log_gains[i + 1] * frac
         return torch.exp(lg)[:, :, None, None]
 
+    @staticmethod
+    def interpolate_map(log_gains: torch.Tensor, t_map: torch.Tensor) -> torch.Tensor:
+        """Gains for a per-position rate map t_map [B, 1, h, w] -> [B, C, h, w]."""
+        pos = t_map.clamp(0, 1)[:, 0] * (log_gains.shape[0] - 1)
+        i = pos.floor().long().clamp(max=log_gains.shape[0] - 2)
+        frac = (pos - i)[..., None]
+        lg = log_gains[i] * (1 - frac) + log_gains[i + 1] * frac  # [B, h, w, C]
+        return torch.exp(lg).permute(0, 3, 1, 2)
+
     def gains(self, t: torch.Tensor):
         return (self.interpolate(self.y_gain, t), self.interpolate(self.y_gain_inv, t),
                 self.interpolate(self.z_gain, t), self.interpolate(self.z_gain_inv, t))
 
     # ---- training forward -----------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool = False,
-                step: torch.Tensor | None = None):
-        """step: optional [B, 1, h, w] per-position quantisation multiplier, as ROI coding uses."""
+                step: torch.Tensor | None = None, t_map: torch.Tensor | None = None):
+        """step: optional [B, 1, h, w] scalar quantisation multiplier per position (format
+        version 1's ROI); t_map: optional [B, 1, h, w] rate parameter per position, coded as
+        LatentCoder.quant_map does (version 2's ROI): per-channel steps g(t_map) / g(t), and
+        g_s gets the decoded value times the inverse gains of t_map."""
         yg, yg_inv, zg, zg_inv = self.gains(t)
         device = x.device.type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
@@ -101,14 +113,21 @@ class GainHyperprior(nn.Module):
         medians = self.entropy_bottleneck._get_medians()
         z_hat = ste_round(z - medians) + medians
         scales, means = self.h_s(z_hat * zg_inv).chunk(2, 1)
-        if step is None:
+        out_gain = yg_inv
+        if t_map is not None:
+            # The map's gains are a coding condition here: detached, so images coded at rate
+            # t do not pull the gain vectors of other rates towards their own lambda.
+            with torch.no_grad():
+                step = self.interpolate_map(self.y_gain, t_map) / yg
+                out_gain = self.interpolate_map(self.y_gain_inv, t_map) * step
+        elif step is None:
             step = torch.ones_like(y[:, :1])
         # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
         _, y_likelihoods = self.gaussian_conditional(y * step, scales * step, means=means * step)
         # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s.
         y_hat = ste_round((y - means) * step) / step + means
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            x_hat = self.g_s(y_hat * yg_inv).float()
+            x_hat = self.g_s(y_hat * out_gain).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def aux_loss(self) -> torch.Tensor:
