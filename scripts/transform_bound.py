@@ -30,6 +30,16 @@ from scripts.eval_codec import DEFAULT_IMAGES, psnr
 
 
 
+def load_eval_image(path: Path, crop: int = 0) -> np.ndarray:
+    """An eval image as RGB uint8, or its centre crop x crop when crop > 0."""
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    if crop:
+        h, w = rgb.shape[:2]
+        y0, x0 = (h - crop) // 2, (w - crop) // 2
+        rgb = np.ascontiguousarray(rgb[y0:y0 + crop, x0:x0 + crop])
+    return rgb
+
+
 def optimised_latent_psnr(net, x: torch.Tensor, u: torch.Tensor, steps: int, h: int, w: int) -> float:
     """PSNR (over the h x w image, 8-bit) of g_s(u) for the best synthesis input Adam finds in
     `steps` steps, starting at u. Any rate parameter's gains only rescale g_s's input, so this
@@ -61,11 +71,7 @@ def main(argv=None) -> int:
     qualities = [float(q) for q in args.qualities.split(",")]
     rows = []
     for f in sorted(Path(args.images).glob("*.png")):
-        rgb = np.asarray(Image.open(f).convert("RGB"))
-        if args.crop:
-            h, w = rgb.shape[:2]
-            y0, x0 = (h - args.crop) // 2, (w - args.crop) // 2
-            rgb = np.ascontiguousarray(rgb[y0:y0 + args.crop, x0:x0 + args.crop])
+        rgb = load_eval_image(f, args.crop)
         h, w = rgb.shape[:2]
         y = net.g_a(_padded(rgb))
         row = {"image": f.name}
