@@ -27,6 +27,16 @@ if not DEFAULT_IMAGES.is_dir():
     DEFAULT_IMAGES = ROOT / "shared/data/eval/images"
 
 
+def load_eval_image(path: Path, crop: int = 0) -> np.ndarray:
+    """An eval image as RGB uint8, or its centre crop x crop when crop > 0."""
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    if crop:
+        h, w = rgb.shape[:2]
+        y0, x0 = (h - crop) // 2, (w - crop) // 2
+        rgb = np.ascontiguousarray(rgb[y0:y0 + crop, x0:x0 + crop])
+    return rgb
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))

@@ -25,8 +25,7 @@ from codec.image_codec import _padded
 from codec.models.gain_hyperprior import exact_gain
 from codec.zoo import load_model
 from scripts.bdrate import bd_rate
-from scripts.eval_codec import DEFAULT_IMAGES, psnr
-from scripts.transform_bound import load_eval_image
+from scripts.eval_codec import DEFAULT_IMAGES, load_eval_image, psnr
 
 
 def soft_round(r: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:

@@ -69,6 +69,11 @@ def coverage(levels: np.ndarray, boxes, min_level: int) -> float | None:
     return float((levels[m] >= min_level).mean()) if m.any() else None
 
 
+def targets_every_image_reached(rows: list[dict], targets: list[float], n_images: int) -> list[float]:
+    """The targets at which all n_images images have a row (none skipped below its smallest file)."""
+    return [t for t in targets if sum(r["target_bpp"] == t for r in rows) == n_images]
+
+
 def whole_image_bd_rate(rows: list[dict], targets: list[float]) -> float:
     """BD-rate (RGB PSNR) of ROI on vs off on the mean curves of the images reached at every target."""
     per_image: dict[str, dict[float, dict]] = {}
@@ -185,7 +190,7 @@ def main(argv=None) -> int:
     bd = whole_image_bd_rate(rows, targets)
     # The lowest target drops the images whose smallest file is above it; this one keeps them all.
     n_images = len(boxes)
-    everyone = [t for t in targets if sum(r["target_bpp"] == t for r in rows) == n_images]
+    everyone = targets_every_image_reached(rows, targets, n_images)
     bd_all = whole_image_bd_rate(rows, everyone)
     cov = {k: {d: mean(v) for d, v in dct.items()} for k, dct in cover.items()}
     result = {"strength": args.strength, "summary": summary, "whole_image_bd_rate_psnr_pct": bd,

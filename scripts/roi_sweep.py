@@ -36,7 +36,8 @@ from codec.image_codec import _grid_shape, _padded
 from codec.rate_control import search_quality
 from codec.roi_map import RoiMap, pixel_to_grid
 from codec.zoo import load_model
-from scripts.roi_eval import DEFAULT_IMAGES, box_mask, masked_psnr, whole_image_bd_rate
+from scripts.roi_eval import (DEFAULT_IMAGES, box_mask, masked_psnr, targets_every_image_reached,
+                              whole_image_bd_rate)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = 40  # container header + section framing, the same for on and off apart from ROI_MAP
@@ -114,8 +115,7 @@ def summarize(rows: list[dict], targets) -> dict:
                        for k in ("face", "text", "psnr")}
     out["bd_rate_pct"] = round(whole_image_bd_rate(rows, targets), 1)
     # roi_eval's headline figure: every image, at the targets every image reaches.
-    n_images = len({r["image"] for r in rows})
-    reached = [t for t in targets if sum(r["target_bpp"] == t for r in rows) == n_images]
+    reached = targets_every_image_reached(rows, targets, len({r["image"] for r in rows}))
     out["bd_rate_all_pct"] = round(whole_image_bd_rate(rows, reached), 1)
     return out
 

@@ -20,24 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import codec
 from codec.image_codec import _padded
 from codec.models.gain_hyperprior import exact_gain
 from codec.zoo import load_model
-from scripts.eval_codec import DEFAULT_IMAGES, psnr
+from scripts.eval_codec import DEFAULT_IMAGES, load_eval_image, psnr
 
-
-
-def load_eval_image(path: Path, crop: int = 0) -> np.ndarray:
-    """An eval image as RGB uint8, or its centre crop x crop when crop > 0."""
-    rgb = np.asarray(Image.open(path).convert("RGB"))
-    if crop:
-        h, w = rgb.shape[:2]
-        y0, x0 = (h - crop) // 2, (w - crop) // 2
-        rgb = np.ascontiguousarray(rgb[y0:y0 + crop, x0:x0 + crop])
-    return rgb
 
 
 def optimised_latent_psnr(net, x: torch.Tensor, u: torch.Tensor, steps: int, h: int, w: int) -> float:

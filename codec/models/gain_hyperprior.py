@@ -76,15 +76,6 @@ class GainHyperprior(nn.Module):
         return torch.exp(lo + (hi - lo) * t)
 
     @staticmethod
-    def interpolate(log_gains: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Gains for rate parameters t (shape [B]) -> [B, C, 1, 1]."""
-        pos = t.clamp(0, 1) * (log_gains.shape[0] - 1)
-        i = pos.floor().long().clamp(max=log_gains.shape[0] - 2)
-        frac = (pos - i)[:, None]
-        lg = log_gains[i] * (1 - frac) + log_gains[i + 1] * frac
-        return torch.exp(lg)[:, :, None, None]
-
-    @staticmethod
     def interpolate_map(log_gains: torch.Tensor, t_map: torch.Tensor) -> torch.Tensor:
         """Gains for a per-position rate map t_map [B, 1, h, w] -> [B, C, h, w]."""
         pos = t_map.clamp(0, 1)[:, 0] * (log_gains.shape[0] - 1)
@@ -92,6 +83,11 @@ class GainHyperprior(nn.Module):
         frac = (pos - i)[..., None]
         lg = log_gains[i] * (1 - frac) + log_gains[i + 1] * frac  # [B, h, w, C]
         return torch.exp(lg).permute(0, 3, 1, 2)
+
+    @classmethod
+    def interpolate(cls, log_gains: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Gains for rate parameters t (shape [B]) -> [B, C, 1, 1]."""
+        return cls.interpolate_map(log_gains, t[:, None, None, None])
 
     def gains(self, t: torch.Tensor):
         return (self.interpolate(self.y_gain, t), self.interpolate(self.y_gain_inv, t),
