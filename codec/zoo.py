@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .errors import ModelNotAvailableError
 from .models.gain_hyperprior import GainHyperprior, LatentCoder
 
-DEFAULT_MODEL = "hpg-n128m192"
+DEFAULT_MODEL = "hpg-n128m320"
 _CACHE: dict[str, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 _CDF_BUFFERS = {

@@ -1,6 +1,6 @@
 """Export a training checkpoint to models/<id>.safetensors + models/<id>.json (the model card).
 
-    python -m scripts.export_model --ckpt runs/main/last.pt [--id hpg-n128m192] [--eval]
+    python -m scripts.export_model --ckpt runs/m320/last.pt [--id hpg-n128m320] [--eval]
 
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", default=str(ROOT / "runs/main/last.pt"))
+    ap.add_argument("--ckpt", default=str(ROOT / "runs/m320/last.pt"))
     ap.add_argument("--id", default=zoo.DEFAULT_MODEL)
     ap.add_argument("--out", default=None, help="models folder (default: models/)")
     ap.add_argument("--eval", action="store_true")

@@ -3,13 +3,15 @@
 #
 #   bash scripts/gpu_burst.sh pack            # here: .burst/ = training photos (lossless WebP) + wheels
 #   bash scripts/gpu_burst.sh run MINUTES     # there, from the repo root, with .burst carried
-#   bash scripts/gpu_burst.sh unpack DIR RUN  # here: DIR = the files that came back -> RUN/last.pt
+#   bash scripts/gpu_burst.sh unpack DIR RUN  # here: DIR = one width's files (OUT/mM) -> RUN/burst.pt
 #
 # The device machine has torch but not compressai, and must not receive more than 64 MiB, so
-# `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there.
-# M=320 widens the shipped model's latent (scripts.train.widen_latent) before training.
-# The run starts from INIT (default: the shipped model, or .burst/init.pt when present) and
-# returns a weights-only checkpoint in parts under 16 MiB (the transfer's per-file limit).
+# `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there,
+# and the run starts from .burst/init.pt (`pack` writes the default model's weights there):
+# models/ (50 MB) does not fit beside it, so move models/ aside for the device call.
+# MS (default 320) lists latent widths trained side by side from that start, each >= its M
+# (scripts.train.widen_latent); each returns a weights-only checkpoint under $OUT/mM/, in parts
+# under 16 MiB (the transfer's per-file limit).
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -27,6 +29,15 @@ EOF
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_34_x86_64 -d .burst/whl compressai==1.2.8
     python3 -m pip download -q --no-deps --only-binary=:all: -d .burst/whl pytorch-msssim==1.0.0
+    .venv/bin/python - <<'EOF'
+import torch
+from codec.zoo import load_model
+m = load_model()
+arch = {k: m.card["architecture"][k] for k in ("N", "M", "levels", "lmbda_min", "lmbda_max")}
+torch.save({"model": m.net.state_dict(), "arch": arch, "step": m.card["training"]["steps"],
+            "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
+print("init:", m.model_id, m.card["training"]["steps"], "steps")
+EOF
     du -sh .burst
     ;;
 run)
@@ -50,24 +61,39 @@ with ThreadPoolExecutor(16) as ex:
 print(len(list(out.glob("*.png"))), "training images")
 EOF
     ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
-    init=hpg-n128m192
-    [ -f .burst/init.pt ] && init=.burst/init.pt
-    $PY -m scripts.train --run /tmp/run --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
-        --threads "${THREADS:-8}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
-        --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
-        --M "${M:-192}" --warmup "${WARMUP:-0}" \
-        --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000
-    $PY - <<'EOF'
+    init=.burst/init.pt
+    [ -f "$init" ] || init=hpg-n128m320  # a rehearsal here, with models/ in place
+    # One training process per latent width in MS, side by side: a 16 x 256^2 step leaves the
+    # H100 mostly idle (the crop loop and kernel launches bound it), so two runs cost little more
+    # than one.
+    mkdir -p /tmp/run
+    for m in ${MS:-320}; do
+        $PY -m scripts.train --run /tmp/run/m$m --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
+            --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
+            --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
+            --M "$m" --warmup "${WARMUP:-0}" --seed "$m" \
+            --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
+            > "/tmp/run/m$m.out" 2>&1 &
+    done
+    wait || true
+    for m in ${MS:-320}; do
+        mkdir -p "$OUT/m$m"
+        tail -n 3 "/tmp/run/m$m.out"
+        cp "/tmp/run/m$m.out" "$OUT/m$m/train.out"
+        [ -f "/tmp/run/m$m/last.pt" ] || continue
+        RUN_DIR=/tmp/run/m$m DEST="$OUT/m$m" $PY - <<'EOF'
 import io, os, torch
-ck = torch.load("/tmp/run/last.pt", map_location="cpu", weights_only=False)
+run, out = os.environ["RUN_DIR"], os.environ["DEST"]
+ck = torch.load(f"{run}/last.pt", map_location="cpu", weights_only=False)
 keep = {k: ck[k] for k in ("model", "arch", "step", "wall_s", "args")}
 buf = io.BytesIO(); torch.save(keep, buf); raw = buf.getvalue()
-out = os.environ["OUT"]; part = 15 << 20
+part = 15 << 20
 for i in range(0, len(raw), part):
     open(f"{out}/ckpt.part{i // part:02d}", "wb").write(raw[i:i + part])
-print("step", ck["step"], "checkpoint bytes", len(raw))
+print(run, "step", ck["step"], "checkpoint bytes", len(raw))
 EOF
-    cp /tmp/run/log.jsonl "$OUT/"
+        cp "/tmp/run/m$m/log.jsonl" "$OUT/m$m/"
+    done
     ;;
 unpack)
     src=${2:?folder with ckpt.part*} run=${3:?run folder}

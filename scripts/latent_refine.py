@@ -8,56 +8,23 @@ through the real g_s, with stochastic Gumbel-softmax rounding of (y - mean) whos
 anneals from 0.5 towards hard rounding; the entropy parameters stay those of g_a's latent. Both
 latents then go through the real coder (LatentCoder: rANS strings, sizes in real bytes; the
 container header is the same for both and left out) and the decoder. Nothing changes for the
-decoder or the format: this is an encoder effort setting waiting to be built.
+decoder or the format; `codec encode --effort` ships it (codec.models.latent_refine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from codec.image_codec import _padded
-from codec.models.gain_hyperprior import exact_gain
+from codec.models.latent_refine import DEFAULT_LR, refine_latent
 from codec.zoo import load_model
 from scripts.bdrate import bd_rate
 from scripts.eval_codec import DEFAULT_IMAGES, load_eval_image, psnr
-
-
-def soft_round(r: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
-    """floor(r) or ceil(r), drawn by a Gumbel-softmax whose logits grow as r nears either."""
-    f = torch.floor(r)
-    d = (r - f).clamp(1e-4, 1 - 1e-4)
-    logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)]) / tau
-    u = torch.rand(logits.shape, generator=gen).clamp(1e-9, 1)
-    return f + torch.softmax(logits - torch.log(-torch.log(u)), 0)[1]
-
-
-def refine(net, x: torch.Tensor, y: torch.Tensor, t: float, steps: int, lr: float, seed: int = 0):
-    g, g_inv, zg, zg_inv = (exact_gain(getattr(net, n), t) for n in ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv"))
-    lam = net.lmbda(torch.tensor([t])).item()
-    n_pix = x.shape[2] * x.shape[3]
-    with torch.no_grad():
-        z = net.h_a(y * g) * zg
-        med = net.entropy_bottleneck._get_medians()
-        scales, means = net.h_s((torch.round(z - med) + med) * zg_inv).chunk(2, 1)
-    gen = torch.Generator().manual_seed(seed)
-    v = (y * g).clone().requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=lr)
-    with torch.enable_grad():
-        for i in range(steps):
-            tau = max(0.5 * math.exp(-4.0 * i / steps), 0.05)
-            yq = soft_round(v - means, tau, gen) + means
-            lik = net.gaussian_conditional._likelihood(yq, scales, means=means).clamp_min(1e-9)
-            loss = -torch.log2(lik).sum() / n_pix + lam * 255 ** 2 * ((net.g_s(yq * g_inv) - x) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return (v / g).detach()
 
 
 @torch.no_grad()
@@ -74,7 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", default=str(DEFAULT_IMAGES))
     ap.add_argument("--qualities", default="20,50")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=0.005)
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR)
     ap.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole image)")
     args = ap.parse_args(argv)
     lm = load_model()
@@ -89,7 +56,8 @@ def main(argv=None) -> int:
             y = net.g_a(x)
         for q in qualities:
             plain = code(coder, net, y, q / 100, rgb)
-            refined = code(coder, net, refine(net, x, y, q / 100, args.steps, args.lr), q / 100, rgb)
+            y2 = refine_latent(net, x, y, q / 100, rgb.shape[:2], args.steps, lr=args.lr)
+            refined = code(coder, net, y2, q / 100, rgb)
             row = {"image": f.name, "quality": q, "plain": [round(v, 4) for v in plain],
                    "refined": [round(v, 4) for v in refined]}
             rows.append(row)

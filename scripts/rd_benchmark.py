@@ -19,6 +19,7 @@ decoded 8-bit RGB with the source PNG:
 
 Codecs and what "quality" means for each:
   ours  codec.encode(img, quality=q) / codec.decode (default model, or $CODEC_MODEL); q 0..100.
+  ours-effort1  the same with effort=1 (latent refinement; slow, so only when named in --codecs).
   jpeg  Pillow (libjpeg-turbo), optimize=True, default 4:2:0 subsampling; q = JPEG quality.
   webp  Pillow (libwebp), lossy, method=6 (WebP is always 4:2:0); q = WebP quality.
   avif  Pillow (libavif + aom), 4:4:4 8-bit, full range, default speed 6; q = Pillow AVIF quality.
@@ -225,13 +226,25 @@ class Ours(Codec):
         import codec
         return codec.__version__
 
+    effort = 0
+
     def encode(self, img, q):
         import codec
-        return codec.encode(img, quality=q)
+        return codec.encode(img, quality=q, effort=self.effort)
 
     def decode(self, data):
         import codec
         return codec.decode(data).convert("RGB")
+
+
+class OursEffort1(Ours):
+    """Latent refinement (30 steps, ~20 s per 768x512 image): most of effort 2's gain."""
+    name = "ours-effort1"
+    qualities = (0, 20, 40, 60, 80, 100)
+    effort = 1
+
+    def settings(self):
+        return super().settings() + ", effort 1"
 
 
 class PillowCodec(Codec):
@@ -431,7 +444,7 @@ class Vvc(FfmpegVideo):
         return from_yuv420p10(w, h, frame)
 
 
-WRAPPERS = {c.name: c for c in (Ours, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
+WRAPPERS = {c.name: c for c in (Ours, OursEffort1, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
 
 
 def make_codec(name: str, threads: int = 1) -> Codec:
@@ -682,8 +695,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of PNGs")
-    ap.add_argument("--codecs", default=None, help=f"comma list from {','.join(CODECS)} "
-                    "(default: all available)")
+    ap.add_argument("--codecs", default=None, help=f"comma list from {','.join(WRAPPERS)} "
+                    f"(default: {','.join(CODECS)})")
     ap.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q1,Q2,...",
                     help="quality list for one codec (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))

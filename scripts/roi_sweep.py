@@ -9,7 +9,11 @@ Each variant is a JSON object:
 - or "v1_weights": step exponent per level, one scalar step 2 ** (strength * w) per level
   (format version 1, the session-1/2 rule);
 - optional "strength" (default 1), "dilate": grow text/face cells by one cell, "adapt":
-  [a0, lo, hi] scales the text/face offsets by clamp(a0 / ROI share of the grid, lo, hi).
+  [a0, lo, hi] scales the text/face offsets by clamp(a0 / ROI share of the grid, lo, hi);
+- optional "refine": steps of encoder-side latent refinement (codec.models.latent_refine) at the
+  quality rate control chose, for ROI off and on alike (kept when it still fits the budget), and
+  "weights": per-level weight of the squared error in that refinement (ROI on only; normalised
+  to mean 1 over the image, so bits move between regions rather than grow).
 
 Same images, detectors, targets and box metrics as scripts.roi_eval, but faster: it runs g_a and
 the detectors once per image (level maps cached in --cache), rate control (codec's
@@ -33,6 +37,7 @@ from scipy.ndimage import maximum_filter
 from codec import analysis
 from codec.errors import RateControlError
 from codec.image_codec import _grid_shape, _padded
+from codec.models.latent_refine import refine_latent
 from codec.rate_control import search_quality
 from codec.roi_map import RoiMap, pixel_to_grid
 from codec.zoo import load_model
@@ -81,7 +86,8 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets) -> list[dict]:
     for name, ann in sorted(boxes.items()):
         ref = np.asarray(Image.open(folder / name).convert("RGB"))
         h, w = ref.shape[:2]
-        y = net.g_a(_padded(ref)).contiguous()
+        x_pad = _padded(ref)
+        y = net.g_a(x_pad).contiguous()
         grid = pixel_to_grid(maps[name], _grid_shape(h, w))
         map_bytes = len(RoiMap.from_levels(grid, 1.0).pack()) + 4
         for bpp in targets:
@@ -95,6 +101,15 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets) -> list[dict]:
                         return (*coder.compress(y, q / 100, qmap), q, qmap)
 
                     z_str, y_str, q, qmap = search_quality(encode, budget, size=lambda e: len(e[0]) + len(e[1]))
+                    if v.get("refine"):
+                        weight = None
+                        if mode == "on" and v.get("weights"):
+                            wmap = torch.tensor(v["weights"], dtype=torch.float32)[torch.from_numpy(maps[name].astype(np.int64))]
+                            weight = (wmap / wmap.mean())[None, None]
+                        y2 = refine_latent(net, x_pad, y, q / 100, (h, w), v["refine"], qmap, weight)
+                        z2, y2_str = coder.compress(y2, q / 100, qmap)
+                        if len(z2) + len(y2_str) <= budget:
+                            z_str, y_str = z2, y2_str
                     y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
                     x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
                     size = len(z_str) + len(y_str) + HEADER + (map_bytes if mode == "on" else 0)

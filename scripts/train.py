@@ -152,8 +152,9 @@ def validate(model, val_images, device: str, crop: int = 256) -> dict:
 
 def checkpoint_arch(ck: dict) -> dict:
     """A checkpoint's architecture; session-1 checkpoints predate the stored one and used these."""
-    return ck.get("arch", {"N": ck["args"]["N"], "M": ck["args"]["M"], "levels": 6,
-                           "lmbda_min": 0.0016, "lmbda_max": 0.10})
+    if "arch" in ck:
+        return ck["arch"]
+    return {"N": ck["args"]["N"], "M": ck["args"]["M"], "levels": 6, "lmbda_min": 0.0016, "lmbda_max": 0.10}
 
 
 def remap_gains(state: dict, old: dict, model: GainHyperprior) -> dict:

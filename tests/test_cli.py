@@ -47,6 +47,15 @@ def test_target_size_option(runner, tmp_path, src):
     assert out.stat().st_size <= 700
 
 
+def test_effort_option(runner, tmp_path, src):
+    fast, slow = tmp_path / "e0.lic", tmp_path / "e1.lic"
+    assert runner.invoke(main, ["encode", str(src), str(fast)]).exit_code == 0
+    r = runner.invoke(main, ["encode", str(src), str(slow), "--effort", "1"])
+    assert r.exit_code == 0, r.output
+    assert slow.read_bytes() != fast.read_bytes()
+    assert runner.invoke(main, ["decode", str(slow), str(tmp_path / "e1.png")]).exit_code == 0
+
+
 def _expect_error(r, code, text):
     assert r.exit_code == code, r.output
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -67,6 +76,7 @@ def test_error_paths_one_line_and_no_output(runner, tmp_path, src, small_file):
         (["encode", str(src), str(tmp_path / "o.lic"), "--target-size", "5"], 6, "smallest file"),
         (["decode", str(good), str(out), "--max-pixels", "10"], 5, "over the limit"),
         (["encode", str(src), str(tmp_path / "nodir" / "o.lic")], 2, "folder does not exist"),
+        (["encode", str(src), str(tmp_path / "o.lic"), "--effort", "5"], 2, "effort"),
     ]
     empty = tmp_path / "empty.lic"
     empty.write_bytes(b"")

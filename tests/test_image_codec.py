@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import codec
@@ -153,3 +154,31 @@ def test_decode_identical_across_thread_counts(photo):
     data = codec.encode(photo, quality=60)
     one, two = _decode_in_subprocess(data, 1), _decode_in_subprocess(data, 2)
     assert one == two == codec.decode(data).tobytes()
+
+
+def test_effort_refines_the_latent_for_a_lower_rd_cost(photo):
+    img = photo.crop((150, 60, 278, 156))  # 128x96: the refinement must ignore the padding
+    ref = np.asarray(img, dtype=np.float64)
+    lam = codec.load_model().net.lmbda(torch.tensor([0.5])).item()
+
+    def cost(data):  # the loss refinement minimises, from real file bytes and the real decoder
+        mse = np.mean((np.asarray(codec.decode(data), dtype=np.float64) - ref) ** 2) / 255 ** 2
+        return 8 * len(data) / (128 * 96) + lam * 255 ** 2 * mse
+
+    plain, refined = codec.encode(img, quality=50), codec.encode(img, quality=50, effort=1)
+    assert refined != plain
+    assert cost(refined) < cost(plain)
+    assert codec.encode(img, quality=50, effort=1) == refined  # seeded: the same file every time
+
+
+def test_effort_with_roi_and_target_size(photo):
+    img = photo.crop((150, 60, 278, 156))
+    mask = np.zeros((96, 128), np.uint8)
+    mask[20:60, 30:90] = 255
+    data = codec.encode(img, quality=40, effort=1, roi=mask)
+    assert codec.read_info(data)["roi_area_shares"] is not None
+    assert codec.decode(data).size == (128, 96)
+    target = len(codec.encode(img, quality=40))
+    assert len(codec.encode(img, target_size=target, effort=1)) <= target
+    with pytest.raises(codec.InputError):
+        codec.encode(img, effort=3)

@@ -1,9 +1,9 @@
-"""scripts.latent_refine: the stochastic rounding and the refinement loop."""
+"""codec.models.latent_refine: the stochastic rounding and the refinement loop."""
 
 import torch
 
 from codec.models.gain_hyperprior import GainHyperprior, exact_gain
-from scripts.latent_refine import refine, soft_round
+from codec.models.latent_refine import refine_latent, soft_round
 
 
 def test_soft_round_lands_between_neighbours_and_hardens_when_cold():
@@ -23,7 +23,7 @@ def test_refine_lowers_the_training_loss_it_optimises():
     x = torch.rand(1, 3, 64, 64)
     y = net.g_a(x)
     t = 0.5
-    y2 = refine(net, x, y, t, steps=30, lr=0.01)
+    y2 = refine_latent(net, x, y, t, (64, 64), steps=30, lr=0.01)
     assert y2.shape == y.shape and torch.isfinite(y2).all()
     # The loss refine minimises, with hard rounding as the coder does: lower for the refined latent.
     g, g_inv, zg, zg_inv = (exact_gain(getattr(net, n), t) for n in ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv"))

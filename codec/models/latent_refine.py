@@ -1,0 +1,70 @@
+"""Encoder-side latent refinement: a better latent for the same decoder (SGA, Yang et al. 2020).
+
+g_a is a fast, amortised guess at the latent. Starting from it, Adam minimises the real
+rate-distortion cost of this one image -- bits of the latent under the entropy parameters the
+decoder will use, plus lambda(t) * 255^2 * MSE of g_s's output -- through stochastic
+Gumbel-softmax rounding of (y - mean) whose temperature anneals towards hard rounding. The
+result is an ordinary latent: the coder and the decoder do not change, only the encoder spends
+time. The hyper-latent stays the one g_a's latent gives (the coder derives it again from the
+refined latent, which moves it little). Seeded, so the same image and settings give the same file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .gain_hyperprior import GainHyperprior, QuantMap, exact_gain
+
+DEFAULT_LR = 0.005
+TAU_START, TAU_END, TAU_DECAY = 0.5, 0.05, 4.0
+
+
+def soft_round(r: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
+    """floor(r) or ceil(r), drawn by a Gumbel-softmax whose logits grow as r nears either."""
+    f = torch.floor(r)
+    d = (r - f).clamp(1e-4, 1 - 1e-4)
+    logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)]) / tau
+    u = torch.rand(logits.shape, generator=gen).clamp(1e-9, 1)
+    return f + torch.softmax(logits - torch.log(-torch.log(u)), 0)[1]
+
+
+def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: float,
+                  size: tuple[int, int], steps: int, qmap: QuantMap | None = None,
+                  weight: torch.Tensor | None = None, lr: float = DEFAULT_LR,
+                  seed: int = 0) -> torch.Tensor:
+    """Refine g_a's latent y (ungained, [1, M, h, w]) of the padded image x for rate t.
+
+    size: (height, width) of the real image inside the padding; only those pixels count.
+    qmap: the ROI quantisation the coder will use (LatentCoder.quant_map), if any.
+    weight: optional [1, 1, height, width] per-pixel weight of the squared error (mean 1 keeps
+    lambda's meaning). Returns a latent LatentCoder.compress codes as it codes y.
+    """
+    h, w = size
+    g, g_inv, zg, zg_inv = (exact_gain(getattr(net, n), t)
+                            for n in ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv"))
+    step = torch.ones_like(g) if qmap is None else qmap.step
+    out_gain = g_inv if qmap is None else qmap.out_gain
+    lam = net.lmbda(torch.tensor([t])).item()
+    target = x[:, :, :h, :w]
+    with torch.no_grad():
+        z = net.h_a(y * g) * zg
+        med = net.entropy_bottleneck._get_medians()
+        scales, means = net.h_s((torch.round(z - med) + med) * zg_inv).chunk(2, 1)
+        scales, means = scales * step, means * step
+    gen = torch.Generator().manual_seed(seed)
+    v = (y * g * step).clone().requires_grad_(True)  # the value the coder rounds, (y*g - mean)*step + mean*step
+    opt = torch.optim.Adam([v], lr=lr)
+    with torch.enable_grad():
+        for i in range(steps):
+            tau = max(TAU_START * math.exp(-TAU_DECAY * i / steps), TAU_END)
+            yq = soft_round(v - means, tau, gen) + means
+            lik = net.gaussian_conditional._likelihood(yq, scales, means=means).clamp_min(1e-9)
+            err = (net.g_s(yq * out_gain)[:, :, :h, :w] - target) ** 2
+            dist = (err * weight).mean() if weight is not None else err.mean()
+            loss = -torch.log2(lik).sum() / (h * w) + lam * 255 ** 2 * dist
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return (v / (g * step)).detach()
