@@ -5,10 +5,10 @@
 For each eval image's centre crop and quality, the plain encoding (y = g_a(x)) against a refined
 one: starting from g_a's latent, Adam minimises the training loss bpp + lambda(t) * 255^2 * MSE
 through the real g_s, with stochastic Gumbel-softmax rounding of (y - mean) whose temperature
-anneals from 0.5 towards hard rounding; the entropy parameters stay those of g_a's latent. Both
-latents then go through the real coder (LatentCoder: rANS strings, sizes in real bytes; the
-container header is the same for both and left out) and the decoder. Nothing changes for the
-decoder or the format; `codec encode --effort` ships it (codec.models.latent_refine).
+anneals from 0.5 towards hard rounding; the entropy parameters stay those of g_a's latent (see
+--hyper). Both latents then go through the real coder (LatentCoder: rANS strings, sizes in real
+bytes; the container header is the same for both and left out) and the decoder. Nothing changes
+for the decoder or the format; `codec encode --effort` ships it (codec.models.latent_refine).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from scripts.eval_codec import DEFAULT_IMAGES, load_eval_image, psnr
 
 
 @torch.no_grad()
-def code(coder, net, y: torch.Tensor, t: float, rgb: np.ndarray) -> tuple[float, float]:
+def code(coder, net, y: torch.Tensor, t: float, rgb: np.ndarray, z=None) -> tuple[float, float]:
     h, w = rgb.shape[:2]
-    z_str, y_str = coder.compress(y, t)
+    z_str, y_str = coder.compress(y, t, z=z)
     y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), t)
     x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
     return 8 * (len(z_str) + len(y_str)) / (h * w), psnr(rgb, x)
@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=DEFAULT_LR)
     ap.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole image)")
+    ap.add_argument("--hyper", choices=("keep", "refine", "recompute"), default="keep",
+                    help="hyper-latent: h_a's of g_a's latent (the codec's way), refined jointly "
+                         "with y, or h_a's of the refined latent (session 4's measurement)")
     args = ap.parse_args(argv)
     lm = load_model()
     net, coder = lm.net, lm.coder
@@ -56,8 +59,9 @@ def main(argv=None) -> int:
             y = net.g_a(x)
         for q in qualities:
             plain = code(coder, net, y, q / 100, rgb)
-            y2 = refine_latent(net, x, y, q / 100, rgb.shape[:2], args.steps, lr=args.lr)
-            refined = code(coder, net, y2, q / 100, rgb)
+            y2, z2 = refine_latent(net, x, y, q / 100, rgb.shape[:2], args.steps, lr=args.lr,
+                                   refine_z=args.hyper == "refine")
+            refined = code(coder, net, y2, q / 100, rgb, None if args.hyper == "recompute" else z2)
             row = {"image": f.name, "quality": q, "plain": [round(v, 4) for v in plain],
                    "refined": [round(v, 4) for v in refined]}
             rows.append(row)

@@ -238,13 +238,13 @@ class Ours(Codec):
 
 
 class OursEffort1(Ours):
-    """Latent refinement (30 steps, ~20 s per 768x512 image): most of effort 2's gain."""
+    """Latent refinement (30 steps, ~22 s per 768x512 image on 2 threads): most of effort 2's gain."""
     name = "ours-effort1"
     qualities = (0, 20, 40, 60, 80, 100)
     effort = 1
 
     def settings(self):
-        return super().settings() + ", effort 1"
+        return super().settings() + ", effort 1 (g_a's hyper-latent kept)"
 
 
 class PillowCodec(Codec):

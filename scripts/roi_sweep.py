@@ -106,10 +106,10 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets) -> list[dict]:
                         if mode == "on" and v.get("weights"):
                             wmap = torch.tensor(v["weights"], dtype=torch.float32)[torch.from_numpy(maps[name].astype(np.int64))]
                             weight = (wmap / wmap.mean())[None, None]
-                        y2 = refine_latent(net, x_pad, y, q / 100, (h, w), v["refine"], qmap, weight)
-                        z2, y2_str = coder.compress(y2, q / 100, qmap)
-                        if len(z2) + len(y2_str) <= budget:
-                            z_str, y_str = z2, y2_str
+                        y2, z2 = refine_latent(net, x_pad, y, q / 100, (h, w), v["refine"], qmap, weight)
+                        z2_str, y2_str = coder.compress(y2, q / 100, qmap, z=z2)
+                        if len(z2_str) + len(y2_str) <= budget:
+                            z_str, y_str = z2_str, y2_str
                     y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
                     x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
                     size = len(z_str) + len(y_str) + HEADER + (map_bytes if mode == "on" else 0)

@@ -23,7 +23,7 @@ def test_refine_lowers_the_training_loss_it_optimises():
     x = torch.rand(1, 3, 64, 64)
     y = net.g_a(x)
     t = 0.5
-    y2 = refine_latent(net, x, y, t, (64, 64), steps=30, lr=0.01)
+    y2, z2 = refine_latent(net, x, y, t, (64, 64), steps=30, lr=0.01, refine_z=False)
     assert y2.shape == y.shape and torch.isfinite(y2).all()
     # The loss refine minimises, with hard rounding as the coder does: lower for the refined latent.
     g, g_inv, zg, zg_inv = (exact_gain(getattr(net, n), t) for n in ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv"))
@@ -38,3 +38,27 @@ def test_refine_lowers_the_training_loss_it_optimises():
         return bits / 64 ** 2 + lam * 255 ** 2 * ((net.g_s(yq * g_inv) - x) ** 2).mean()
 
     assert loss(y2) < loss(y)
+
+
+def test_joint_refinement_codes_through_the_real_coder_for_fewer_bits_and_less_error():
+    from codec.models.gain_hyperprior import LatentCoder
+
+    torch.manual_seed(0)
+    net = GainHyperprior(N=16, M=16, levels=4).eval()
+    net.requires_grad_(False)
+    net.update(force=True)
+    coder = LatentCoder(net)
+    x = torch.rand(1, 3, 64, 64)
+    y = net.g_a(x)
+    t = 0.5
+    lam = net.lmbda(torch.tensor([t])).item()
+
+    def cost(y, z=None):  # real rANS bytes and the real decoder
+        z_str, y_str = coder.compress(y, t, z=z)
+        y_hat = coder.decompress(z_str, y_str, (1, 1), t)
+        mse = ((net.g_s(y_hat) - x) ** 2).mean().item()
+        return 8 * (len(z_str) + len(y_str)) / 64 ** 2 + lam * 255 ** 2 * mse
+
+    y2, z2 = refine_latent(net, x, y, t, (64, 64), steps=40, lr=0.01, refine_z=True)
+    assert z2.shape == (1, 16, 1, 1) and torch.isfinite(z2).all()
+    assert cost(y2, z2) < cost(y)

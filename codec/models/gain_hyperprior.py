@@ -216,14 +216,17 @@ class LatentCoder:
         return indexes, means
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None) -> tuple[bytes, bytes]:
+    def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None,
+                 z: torch.Tensor | None = None) -> tuple[bytes, bytes]:
         """y: ungained latent [1, M, h, w] -> (hyper string, latent string).
 
-        qmap: optional per-position quantisation (ROI), from quant_map.
+        qmap: optional per-position quantisation (ROI), from quant_map. z: the gained
+        hyper-latent to code (an encoder's choice, e.g. latent_refine's); default h_a's of y.
         """
         m = self.model
         y = y * exact_gain(m.y_gain, t)
-        z = m.h_a(y) * exact_gain(m.z_gain, t)
+        if z is None:
+            z = m.h_a(y) * exact_gain(m.z_gain, t)
         z_str = m.entropy_bottleneck.compress(z)[0]
         z_hat = m.entropy_bottleneck.decompress([z_str], z.shape[-2:])
         step = None if qmap is None else qmap.step
