@@ -70,9 +70,10 @@ class Encoder:
                  effort: int = 0):
         self.src, self.model = src, model
         self.refine_steps = REFINE_STEPS[_check_effort(effort)]
-        self.x = _padded(src.rgb)
+        x = _padded(src.rgb)
+        self.x = x if self.refine_steps else None  # refinement compares against the pixels
         with torch.no_grad():
-            self.y = model.net.g_a(self.x).contiguous()
+            self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
         self.roi = None
         if levels is not None:

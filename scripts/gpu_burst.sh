@@ -64,8 +64,7 @@ EOF
     init=.burst/init.pt
     [ -f "$init" ] || init=hpg-n128m320  # a rehearsal here, with models/ in place
     # One training process per latent width in MS, side by side: a 16 x 256^2 step leaves the
-    # H100 mostly idle (the crop loop and kernel launches bound it), so two runs cost little more
-    # than one.
+    # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
     for m in ${MS:-320}; do
         $PY -m scripts.train --run /tmp/run/m$m --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
