@@ -116,13 +116,13 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     if target_bpp is not None and target_size is not None:
         raise InputError("give at most one of target_bpp and target_size")
     quality = _check_quality(quality)
+    effort = _check_effort(effort)  # before the image is loaded and analysed
     src = image_io.load(image, max_pixels)
     try:
         roi_strength = float(roi_strength)
     except (TypeError, ValueError):
         raise InputError(f"roi_strength must be a number, got {roi_strength!r}") from None
-    enc = Encoder(src, load_model(model), analysis.level_map(src.rgb, roi), roi_strength,
-                  _check_effort(effort))
+    enc = Encoder(src, load_model(model), analysis.level_map(src.rgb, roi), roi_strength, effort)
     if target_bpp is not None:
         if not (isinstance(target_bpp, (int, float)) and target_bpp > 0 and math.isfinite(target_bpp)):
             raise InputError(f"target_bpp must be a positive number, got {target_bpp!r}")

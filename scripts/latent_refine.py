@@ -48,8 +48,7 @@ def main(argv=None) -> int:
                          "with y, or h_a's of the refined latent (session 4's measurement)")
     args = ap.parse_args(argv)
     lm = load_model()
-    net, coder = lm.net, lm.coder
-    net.requires_grad_(False)
+    net, coder = lm.net, lm.coder  # loaded with requires_grad off: only the latent trains
     qualities = [float(q) for q in args.qualities.split(",")]
     rows = []
     for f in sorted(Path(args.images).glob("*.png")):

@@ -208,6 +208,7 @@ class Codec:
 class Ours(Codec):
     name = "ours"
     qualities = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+    effort = 0
 
     def missing(self):
         import codec
@@ -225,8 +226,6 @@ class Ours(Codec):
     def version(self):
         import codec
         return codec.__version__
-
-    effort = 0
 
     def encode(self, img, q):
         import codec

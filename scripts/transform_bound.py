@@ -28,7 +28,6 @@ from codec.zoo import load_model
 from scripts.eval_codec import DEFAULT_IMAGES, load_eval_image, psnr
 
 
-
 def optimised_latent_psnr(net, x: torch.Tensor, u: torch.Tensor, steps: int, h: int, w: int) -> float:
     """PSNR (over the h x w image, 8-bit) of g_s(u) for the best synthesis input Adam finds in
     `steps` steps, starting at u. Any rate parameter's gains only rescale g_s's input, so this
@@ -56,13 +55,13 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=0, help="centre crop side (0: whole image)")
     args = ap.parse_args(argv)
     net = load_model().net
-    net.requires_grad_(False)  # --optimise-latent trains the latent only
     qualities = [float(q) for q in args.qualities.split(",")]
     rows = []
     for f in sorted(Path(args.images).glob("*.png")):
         rgb = load_eval_image(f, args.crop)
         h, w = rgb.shape[:2]
-        y = net.g_a(_padded(rgb))
+        x_pad = _padded(rgb)
+        y = net.g_a(x_pad)
         row = {"image": f.name}
         for q in qualities:
             t = q / 100
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
         if args.optimise_latent:  # from the top quality's unquantised synthesis input
             u = y * exact_gain(net.y_gain, 1.0) * exact_gain(net.y_gain_inv, 1.0)
             row["optimised_latent_psnr"] = round(
-                optimised_latent_psnr(net, _padded(rgb), u, args.optimise_latent, h, w), 2)
+                optimised_latent_psnr(net, x_pad, u, args.optimise_latent, h, w), 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
     for q in qualities:
