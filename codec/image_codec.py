@@ -62,7 +62,7 @@ class Encoder:
 
     levels: optional per-pixel ROI level map (codec.analysis); it is brought to the latent grid
     and travels in the ROI_MAP section. effort: REFINE_STEPS key; above 0 each encode refines
-    the latent for its quality (slow: about 0.8 s per step for 768x512 on 2 cores).
+    the latent for its quality (slow: about 0.33 s per step for 768x512 on 2 cores).
     """
 
     def __init__(self, src: image_io.SourceImage, model: LoadedModel,
@@ -88,7 +88,7 @@ class Encoder:
         y, z = self.y, None
         if refine and self.refine_steps:
             y, z = refine_latent(self.model.net, self.x, y, t, (self.src.height, self.src.width),
-                                 self.refine_steps, qmap)
+                                 self.refine_steps, qmap, bf16=SYNTH_BF16)
         z_str, y_str = coder.compress(y, t, qmap, z=z)
         header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
                         self.src.height, self.src.channels, self.src.bit_depth, quality)
@@ -110,8 +110,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     included); they override `quality`. roi: "none", "auto" (faces, text, fine texture get finer
     quantisation, the background coarser), or a level mask (path or HxW array, see
     codec.analysis); roi_strength in [0, 3] scales how strongly. effort 0 (fast), 1 or 2 refines
-    the latent for this image (REFINE_STEPS): smaller files at the same quality, ~22 s (effort 1)
-    or ~83 s (effort 2) for 768x512 on 2 cores.
+    the latent for this image (REFINE_STEPS): smaller files at the same quality, ~10 s (effort 1)
+    or ~33 s (effort 2) for 768x512 on 2 cores.
     """
     if target_bpp is not None and target_size is not None:
         raise InputError("give at most one of target_bpp and target_size")

@@ -85,10 +85,21 @@ class RoiMap:
         return cls(levels.copy(), values)
 
 
-def pixel_to_grid(levels: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
-    """Max-pool a per-pixel level map (H, W) to the latent grid (cells of CELL x CELL pixels)."""
+def pixel_to_grid(levels: np.ndarray, grid_shape: tuple[int, int], min_cover: float = 0.0) -> np.ndarray:
+    """Bring a per-pixel level map (H, W) to the latent grid (cells of CELL x CELL pixels).
+
+    A cell takes the highest level l whose pixels (those at l or above) cover more than
+    min_cover of it; min_cover 0 is a max-pool (any pixel counts).
+    """
     gh, gw = grid_shape
     h, w = levels.shape
     padded = np.zeros((gh * CELL, gw * CELL), dtype=np.uint8)
     padded[:h, :w] = levels
-    return padded.reshape(gh, CELL, gw, CELL).max(axis=(1, 3))
+    cells = padded.reshape(gh, CELL, gw, CELL)
+    if min_cover <= 0:
+        return cells.max(axis=(1, 3))
+    out = np.zeros((gh, gw), dtype=np.uint8)
+    for lvl in range(1, int(padded.max(initial=0)) + 1):
+        share = (cells >= lvl).mean(axis=(1, 3))
+        out[share > min_cover] = lvl
+    return out

@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hyper", choices=("keep", "refine", "recompute"), default="keep",
                     help="hyper-latent: h_a's of g_a's latent (the codec's way), refined jointly "
                          "with y, or h_a's of the refined latent (session 4's measurement)")
+    ap.add_argument("--bf16", action="store_true", help="g_s under bfloat16 autocast in the refinement loop")
     args = ap.parse_args(argv)
     lm = load_model()
     net, coder = lm.net, lm.coder  # loaded with requires_grad off: only the latent trains
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         for q in qualities:
             plain = code(coder, net, y, q / 100, rgb)
             y2, z2 = refine_latent(net, x, y, q / 100, rgb.shape[:2], args.steps, lr=args.lr,
-                                   refine_z=args.hyper == "refine")
+                                   refine_z=args.hyper == "refine", bf16=args.bf16)
             refined = code(coder, net, y2, q / 100, rgb, None if args.hyper == "recompute" else z2)
             row = {"image": f.name, "quality": q, "plain": [round(v, 4) for v in plain],
                    "refined": [round(v, 4) for v in refined]}

@@ -237,7 +237,7 @@ class Ours(Codec):
 
 
 class OursEffort1(Ours):
-    """Latent refinement (30 steps, ~22 s per 768x512 image on 2 threads): most of effort 2's gain."""
+    """Latent refinement (30 steps, ~10 s per 768x512 image on 2 threads): most of effort 2's gain."""
     name = "ours-effort1"
     qualities = (0, 20, 40, 60, 80, 100)
     effort = 1

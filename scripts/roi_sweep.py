@@ -8,10 +8,14 @@ Each variant is a JSON object:
   (format version 2);
 - or "v1_weights": step exponent per level, one scalar step 2 ** (strength * w) per level
   (format version 1, the session-1/2 rule);
-- optional "strength" (default 1), "dilate": grow text/face cells by one cell, "adapt":
-  [a0, lo, hi] scales the text/face offsets by clamp(a0 / ROI share of the grid, lo, hi);
-- optional "refine": steps of encoder-side latent refinement (codec.models.latent_refine) at the
-  quality rate control chose, for ROI off and on alike (kept when it still fits the budget), and
+- optional "strength" (default 1), "dilate": grow text/face cells by one cell, "cover": a cell
+  takes a level only where that level's pixels cover more than this share of it (default 0,
+  a max-pool; codec.roi_map.pixel_to_grid), "adapt":
+  [a0, lo, hi] scales the text/face offsets by clamp(a0 / ROI share of the grid, lo, hi), "ramp":
+  r scales them by 1 + r * t (t = quality / 100), so they grow with the rate;
+- optional "refine": steps of encoder-side latent refinement (codec.models.latent_refine), for
+  ROI off and on alike, at the quality rate control chose and 4 points either side; the metrics
+  are read off those three points at the byte budget (linear in log-bytes), and
   "weights": per-level weight of the squared error in that refinement (ROI on only; normalised
   to mean 1 over the image, so bits move between regions rather than grow).
 
@@ -75,47 +79,73 @@ def quant_map(coder, grid: np.ndarray, t: float, v: dict):
         a0, lo, hi = v["adapt"]
         f = min(max(a0 / max(float((g >= TEXT).mean()), 1e-6), lo), hi)
         offsets = offsets[:TEXT] + [o * f for o in offsets[TEXT:]]
+    if v.get("ramp"):  # text/face offsets grow with the rate: x (1 + ramp * t)
+        offsets = offsets[:TEXT] + [o * (1 + v["ramp"] * t) for o in offsets[TEXT:]]
     return coder.quant_map(g, t, [int(round(s * o * 100)) for o in offsets])
 
 
+def interpolate(points: list[dict], budget: int) -> dict:
+    """Metrics at exactly `budget` bytes, linear in log-bytes between the two points around it."""
+    pts = sorted(points, key=lambda p: p["bytes"])
+    lo = max([p for p in pts if p["bytes"] <= budget], key=lambda p: p["bytes"], default=pts[0])
+    hi = min([p for p in pts if p["bytes"] > budget], key=lambda p: p["bytes"], default=pts[-1])
+    a = 0.0 if hi is lo else (np.log(budget) - np.log(lo["bytes"])) / (np.log(hi["bytes"]) - np.log(lo["bytes"]))
+    out = {k: None if lo[k] is None else lo[k] + a * (hi[k] - lo[k]) for k in lo}
+    out["bytes"] = float(np.exp(np.log(lo["bytes"]) + a * (np.log(hi["bytes"]) - np.log(lo["bytes"]))))
+    return out
+
+
 @torch.no_grad()
-def run(v: dict, folder: Path, boxes: dict, maps: dict, targets) -> list[dict]:
+def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> list[dict]:
     lm = load_model()
     net, coder = lm.net, lm.coder
     rows = []
     for name, ann in sorted(boxes.items()):
+        if only and name not in only:
+            continue
         ref = np.asarray(Image.open(folder / name).convert("RGB"))
         h, w = ref.shape[:2]
         x_pad = _padded(ref)
         y = net.g_a(x_pad).contiguous()
-        grid = pixel_to_grid(maps[name], _grid_shape(h, w))
+        grid = pixel_to_grid(maps[name], _grid_shape(h, w), v.get("cover", 0.0))
         map_bytes = len(RoiMap.from_levels(grid, 1.0).pack()) + 4
+        masks = {"psnr": np.ones((h, w), bool), "face": box_mask((h, w), ann.get("faces", [])),
+                 "text": box_mask((h, w), ann.get("text", []))}
+        weight = None
+        if v.get("weights"):
+            wmap = torch.tensor(v["weights"], dtype=torch.float32)[torch.from_numpy(maps[name].astype(np.int64))]
+            weight = (wmap / wmap.mean())[None, None]
+
+        def measure(q, qmap, y_code, z=None) -> dict:
+            z_str, y_str = coder.compress(y_code, q / 100, qmap, z=z)
+            y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
+            x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
+            return {"bytes": len(z_str) + len(y_str)} | {k: masked_psnr(ref, x, m) for k, m in masks.items()}
+
         for bpp in targets:
             res = {"image": name, "target_bpp": bpp}
             try:
                 for mode in ("off", "on"):
                     budget = int(bpp * w * h / 8) - HEADER - (map_bytes if mode == "on" else 0)
 
-                    def encode(q):
-                        qmap = None if mode == "off" else quant_map(coder, grid, q / 100, v)
-                        return (*coder.compress(y, q / 100, qmap), q, qmap)
+                    def qmap_at(q):
+                        return None if mode == "off" else quant_map(coder, grid, q / 100, v)
 
-                    z_str, y_str, q, qmap = search_quality(encode, budget, size=lambda e: len(e[0]) + len(e[1]))
+                    q = search_quality(lambda q: (q, sum(map(len, coder.compress(y, q / 100, qmap_at(q))))),
+                                       budget, size=lambda e: e[1])[0]
                     if v.get("refine"):
-                        weight = None
-                        if mode == "on" and v.get("weights"):
-                            wmap = torch.tensor(v["weights"], dtype=torch.float32)[torch.from_numpy(maps[name].astype(np.int64))]
-                            weight = (wmap / wmap.mean())[None, None]
-                        y2, z2 = refine_latent(net, x_pad, y, q / 100, (h, w), v["refine"], qmap, weight)
-                        z2_str, y2_str = coder.compress(y2, q / 100, qmap, z=z2)
-                        if len(z2_str) + len(y2_str) <= budget:
-                            z_str, y_str = z2_str, y2_str
-                    y_hat = coder.decompress(z_str, y_str, (y.shape[2] // 4, y.shape[3] // 4), q / 100, qmap)
-                    x = net.g_s(y_hat)[0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
-                    size = len(z_str) + len(y_str) + HEADER + (map_bytes if mode == "on" else 0)
-                    res[mode] = {"bpp": 8 * size / (h * w), "psnr": masked_psnr(ref, x, np.ones((h, w), bool)),
-                                 "face": masked_psnr(ref, x, box_mask((h, w), ann.get("faces", []))),
-                                 "text": masked_psnr(ref, x, box_mask((h, w), ann.get("text", [])))}
+                        # Refined files are not searched for (6-8 refinements each): refine at
+                        # q - 4, q and q + 4 and read the metrics at the budget off the curve.
+                        pts = []
+                        for qq in sorted({max(0.0, q - 4), q, min(100.0, q + 4)}):
+                            y2, z2 = refine_latent(net, x_pad, y, qq / 100, (h, w), v["refine"], qmap_at(qq),
+                                                   weight if mode == "on" else None)
+                            pts.append(measure(qq, qmap_at(qq), y2, z2))
+                        m = interpolate(pts, budget)
+                    else:
+                        m = measure(q, qmap_at(q), y)
+                    size = m.pop("bytes") + HEADER + (map_bytes if mode == "on" else 0)
+                    res[mode] = {"bpp": 8 * size / (h * w)} | m
             except RateControlError:  # below this image's smallest file
                 continue
             rows.append(res)
@@ -141,6 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", default=str(DEFAULT_IMAGES))
     ap.add_argument("--bpp", default="0.1,0.2,0.4")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "roi_levels.pkl"))
+    ap.add_argument("--only", default=None, help="comma-separated image names (default: all)")
     ap.add_argument("--out", default=None, help="folder for NAME.json with the per-image rows")
     args = ap.parse_args(argv)
     folder = Path(args.images)
@@ -148,7 +179,7 @@ def main(argv=None) -> int:
     targets = [float(b) for b in args.bpp.split(",")]
     maps = level_maps(folder, list(boxes), Path(args.cache))
     for name, v in json.loads(args.variants).items():
-        rows = run(v, folder, boxes, maps, targets)
+        rows = run(v, folder, boxes, maps, targets, args.only.split(",") if args.only else None)
         print(name, json.dumps(summarize(rows, targets)), flush=True)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,17 @@ def test_pixel_to_grid_max_pools():
     assert g.shape == (4, 8) and g[1, 2] == 2 and g.sum() == 2
 
 
+def test_pixel_to_grid_min_cover_needs_that_share_of_the_cell():
+    lv = np.zeros((32, 48), np.uint8)
+    lv[0:16, 0:16] = 1  # cell (0, 0): all texture ...
+    lv[0:4, 0:16] = 3  # ... with a quarter of it face
+    lv[16:32, 16:22] = 2  # cell (1, 1): 6/16 text
+    lv[5, 40] = 3  # cell (0, 2): one face pixel
+    g = pixel_to_grid(lv, (2, 3), min_cover=0.3)
+    assert g.tolist() == [[1, 0, 0], [0, 2, 0]]
+    assert pixel_to_grid(lv, (2, 3)).tolist() == [[3, 0, 3], [0, 2, 0]]
+
+
 def test_mask_levels_by_value(tmp_path):
     a = np.zeros((10, 12), np.uint8)
     a[:, 6:] = 255

@@ -34,7 +34,8 @@ def soft_round(r: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tenso
 def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: float,
                   size: tuple[int, int], steps: int, qmap: QuantMap | None = None,
                   weight: torch.Tensor | None = None, lr: float = DEFAULT_LR,
-                  seed: int = 0, refine_z: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  seed: int = 0, refine_z: bool = False,
+                  bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine g_a's latent y (ungained, [1, M, h, w]) of the padded image x for rate t.
 
     size: (height, width) of the real image inside the padding; only those pixels count.
@@ -43,6 +44,7 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
     lambda's meaning). refine_z: refine the hyper-latent too (its bits and the entropy
     parameters it gives join the loss); by default it stays h_a's of g_a's latent, which
     measured as well (-9.9% against -9.6% BD-rate on the eval crops, docs/training.md).
+    bf16: run g_s under bfloat16 autocast (CPU), as the decoder does.
     Returns (y, z) for LatentCoder.compress(y, t, qmap, z=z).
     """
     h, w = size
@@ -79,7 +81,9 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                 scales, means = entropy_params(zq)
             yq = soft_round(v - means, tau, gen) + means
             lik = net.gaussian_conditional._likelihood(yq, scales, means=means).clamp_min(1e-9)
-            err = (net.g_s(yq * out_gain)[:, :, :h, :w] - target) ** 2
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                x_hat = net.g_s(yq * out_gain)
+            err = (x_hat.float()[:, :, :h, :w] - target) ** 2
             dist = (err * weight).mean() if weight is not None else err.mean()
             loss = (bits - torch.log2(lik).sum()) / (h * w) + lam * 255 ** 2 * dist
             opt.zero_grad()
