@@ -26,6 +26,10 @@ SYNTH_BF16 = os.environ.get("CODEC_SYNTH_FP32") != "1"
 # Encoder effort -> steps of latent refinement (codec.models.latent_refine). Effort 0 codes
 # g_a's latent as it is; higher efforts spend encode time for a smaller, sharper file.
 REFINE_STEPS = {0: 0, 1: 30, 2: 100}
+# With ROI on, refinement counts the squared error of text and face pixels 1 + 3 * strength times
+# (weights normalised to mean 1). Unweighted, refinement sharpens the ROI-off file's text as much
+# as the ROI-on file's and the ROI's lead shrinks (docs/roi.md, session 6).
+ROI_ERROR_BOOST = 3.0
 
 
 def _padded(rgb: np.ndarray) -> torch.Tensor:
@@ -57,12 +61,19 @@ def _grid_shape(height: int, width: int) -> tuple[int, int]:
     return math.ceil(height / PAD) * 4, math.ceil(width / PAD) * 4
 
 
+def _roi_error_weight(levels: np.ndarray, strength: float) -> torch.Tensor:
+    """Per-pixel weight of the squared error in refinement, [1, 1, H, W], mean 1."""
+    w = np.where(levels >= analysis.TEXT, 1.0 + ROI_ERROR_BOOST * strength, 1.0).astype(np.float32)
+    return torch.from_numpy(w / w.mean())[None, None]
+
+
 class Encoder:
     """One image prepared for coding: runs g_a once, then encodes at any quality cheaply.
 
     levels: optional per-pixel ROI level map (codec.analysis); it is brought to the latent grid
     and travels in the ROI_MAP section. effort: REFINE_STEPS key; above 0 each encode refines
-    the latent for its quality (slow: about 0.33 s per step for 768x512 on 2 cores).
+    the latent for its quality (slow: about 0.33 s per step for 768x512 on 2 cores), with the
+    error of text and face pixels weighted up when there is a level map (ROI_ERROR_BOOST).
     """
 
     def __init__(self, src: image_io.SourceImage, model: LoadedModel,
@@ -75,10 +86,12 @@ class Encoder:
         with torch.no_grad():
             self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
-        self.roi = None
+        self.roi, self.weight = None, None
         if levels is not None:
             grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
             self.roi = RoiMap.from_levels(grid, roi_strength)
+            if self.refine_steps:
+                self.weight = _roi_error_weight(levels, roi_strength)
 
     def encode(self, quality: float, refine: bool = True) -> bytes:
         """.lic bytes at this quality; refine=False skips the effort's latent refinement."""
@@ -88,7 +101,7 @@ class Encoder:
         y, z = self.y, None
         if refine and self.refine_steps:
             y, z = refine_latent(self.model.net, self.x, y, t, (self.src.height, self.src.width),
-                                 self.refine_steps, qmap, bf16=SYNTH_BF16)
+                                 self.refine_steps, qmap, self.weight, bf16=SYNTH_BF16)
         z_str, y_str = coder.compress(y, t, qmap, z=z)
         header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
                         self.src.height, self.src.channels, self.src.bit_depth, quality)

@@ -139,7 +139,7 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> l
                         pts = []
                         for qq in sorted({max(0.0, q - 4), q, min(100.0, q + 4)}):
                             y2, z2 = refine_latent(net, x_pad, y, qq / 100, (h, w), v["refine"], qmap_at(qq),
-                                                   weight if mode == "on" else None)
+                                                   weight if mode == "on" else None, bf16=True)
                             pts.append(measure(qq, qmap_at(qq), y2, z2))
                         m = interpolate(pts, budget)
                     else:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import codec
-from codec import container
+from codec import container, image_codec
 from codec.container import Section
 from conftest import ROOT, png_bytes, psnr
 
@@ -182,3 +182,21 @@ def test_effort_with_roi_and_target_size(photo):
     assert len(codec.encode(img, target_size=target, effort=1)) <= target
     with pytest.raises(codec.InputError):
         codec.encode(img, effort=3)
+
+
+def test_effort_with_roi_counts_the_roi_error_more(photo, monkeypatch):
+    img = photo.crop((150, 60, 278, 156))
+    ref = np.asarray(img, dtype=np.float64)
+    mask = np.zeros((96, 128), np.uint8)
+    mask[16:64, 32:96] = 170  # text level
+    inside = mask > 0
+
+    def errors(data):
+        sq = ((np.asarray(codec.decode(data), dtype=np.float64) - ref) ** 2).mean(axis=2)
+        return sq[inside].mean(), sq[~inside].mean()
+
+    weighted = codec.encode(img, quality=40, effort=1, roi=mask)
+    monkeypatch.setattr(image_codec, "ROI_ERROR_BOOST", 0.0)
+    unweighted = codec.encode(img, quality=40, effort=1, roi=mask)
+    (roi_w, bg_w), (roi_u, bg_u) = errors(weighted), errors(unweighted)
+    assert roi_w < roi_u and bg_w > bg_u  # bits move towards the region, not just grow
