@@ -138,9 +138,10 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> l
                         # q - 4, q and q + 4 and read the metrics at the budget off the curve.
                         pts = []
                         for qq in sorted({max(0.0, q - 4), q, min(100.0, q + 4)}):
-                            y2, z2 = refine_latent(net, x_pad, y, qq / 100, (h, w), v["refine"], qmap_at(qq),
+                            qm = qmap_at(qq)
+                            y2, z2 = refine_latent(net, x_pad, y, qq / 100, (h, w), v["refine"], qm,
                                                    weight if mode == "on" else None, bf16=True)
-                            pts.append(measure(qq, qmap_at(qq), y2, z2))
+                            pts.append(measure(qq, qm, y2, z2))
                         m = interpolate(pts, budget)
                     else:
                         m = measure(q, qmap_at(q), y)
