@@ -13,7 +13,7 @@ from enum import IntEnum
 from .errors import CorruptFileError, FormatError, ImageTooLargeError, UnsupportedError
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 2  # 2: ROI_MAP holds per-level quality offsets (1: scalar step multipliers)
+FORMAT_VERSION = 3  # 3: ROI_MAP levels context-coded (2: zlib; 1: scalar step multipliers per level)
 EXTENSION = ".lic"
 MAX_SIDE = 65535
 DEFAULT_MAX_PIXELS = 40_000_000

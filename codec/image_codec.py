@@ -86,10 +86,11 @@ class Encoder:
         with torch.no_grad():
             self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
-        self.roi, self.weight = None, None
+        self.roi, self.roi_section, self.weight = None, None, None
         if levels is not None:
             grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
             self.roi = RoiMap.from_levels(grid, roi_strength)
+            self.roi_section = self.roi.pack()  # the same at every quality rate control tries
             if self.refine_steps:
                 self.weight = _roi_error_weight(levels, roi_strength)
 
@@ -109,7 +110,7 @@ class Encoder:
         if self.alpha is not None:
             sections[Section.ALPHA] = self.alpha
         if self.roi is not None:
-            sections[Section.ROI_MAP] = self.roi.pack()
+            sections[Section.ROI_MAP] = self.roi_section
         return container.pack(Container(header, sections))
 
 

@@ -8,10 +8,11 @@ background coarser ones. The entropy model stays exact without retraining: the r
 (y - mean) times a per-channel step s is Gaussian with scale sigma * s. How the steps are
 derived from the offsets, bit-exactly, is LatentCoder.quant_map's job.
 
-Section payload (format version 2): n_levels:u8, n_levels x offset:i16 (big-endian, hundredths of
-a quality point), then the levels as one byte per cell (row-major over the padded grid),
-zlib-compressed. Version-1 files carried a scalar step multiplier per level instead
-(u16, m * 4096); they still decode.
+Section payload (format version 3): n_levels:u8, n_levels x offset:i16 (big-endian, hundredths of
+a quality point), then the levels of the padded grid, context-coded with rANS
+(codec.grid_coding). Version-2 files stored the levels as one byte per cell, zlib-compressed
+(about twice the size); version-1 files carried a scalar step multiplier per level instead of the
+offset (u16, m * 4096). Both still decode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FormatError, InputError
+from .grid_coding import decode_grid, encode_grid
 
 LEVEL_NAMES = ("background", "texture", "text", "face")
 # Quality offset per level at strength 1 (scaled by the strength): background coarser, ROI finer.
@@ -55,10 +57,10 @@ class RoiMap:
 
     def pack(self) -> bytes:
         head = bytes([len(self.offsets)]) + b"".join(struct.pack(">h", o) for o in self.offsets)
-        return head + zlib.compress(self.levels.tobytes(), 9)
+        return head + encode_grid(self.levels, len(self.offsets))
 
     @classmethod
-    def unpack(cls, payload: bytes, shape: tuple[int, int], version: int = 2) -> "RoiMap":
+    def unpack(cls, payload: bytes, shape: tuple[int, int], version: int = 3) -> "RoiMap":
         if not payload:
             raise FormatError("ROI_MAP section is empty")
         n = payload[0]
@@ -69,20 +71,33 @@ class RoiMap:
             raise FormatError("ROI_MAP multiplier of zero")
         if version > 1 and max(abs(v) for v in values) > 100 * 100:
             raise FormatError("ROI_MAP quality offset out of range")
-        expected = shape[0] * shape[1]
-        try:
-            d = zlib.decompressobj()
-            raw = d.decompress(payload[1 + 2 * n:], expected + 1)
-        except zlib.error as e:
-            raise FormatError(f"ROI_MAP levels are not valid zlib data ({e})") from None
-        if len(raw) != expected or not d.eof:
-            raise FormatError("ROI_MAP level grid does not match the image size")
-        levels = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+        body = payload[1 + 2 * n:]
+        levels = _decode_levels(body, shape, n) if version >= 3 else _inflate_levels(body, shape)
         if levels.max(initial=0) >= n:
             raise FormatError("ROI_MAP level out of range")
         if version == 1:
             return cls(levels.copy(), v1_multipliers=values)
         return cls(levels.copy(), values)
+
+
+def _decode_levels(body: bytes, shape: tuple[int, int], n: int) -> np.ndarray:
+    try:
+        return decode_grid(body, shape, n)
+    except (RuntimeError, ValueError, OverflowError) as e:
+        raise FormatError(f"ROI_MAP levels could not be decoded ({e})") from None
+
+
+def _inflate_levels(body: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """Format versions 1 and 2: one byte per cell, zlib-compressed."""
+    expected = shape[0] * shape[1]
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(body, expected + 1)
+    except zlib.error as e:
+        raise FormatError(f"ROI_MAP levels are not valid zlib data ({e})") from None
+    if len(raw) != expected or not d.eof:
+        raise FormatError("ROI_MAP level grid does not match the image size")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def pixel_to_grid(levels: np.ndarray, grid_shape: tuple[int, int], min_cover: float = 0.0) -> np.ndarray:

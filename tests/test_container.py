@@ -75,7 +75,7 @@ def _refresh_header_crc(data: bytearray, header_end: int) -> bytes:
 def test_newer_version_names_versions():
     data = bytearray(make())
     data[4] = container.FORMAT_VERSION + 1
-    with pytest.raises(UnsupportedError, match=r"version 3 is newer .*supports \(2\)"):
+    with pytest.raises(UnsupportedError, match=r"version 4 is newer .*supports \(3\)"):
         container.unpack(bytes(data))
 
 

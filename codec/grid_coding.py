@@ -1,0 +1,89 @@
+"""Lossless coding of a small grid of symbols (the ROI level map) with compressai's rANS coder.
+
+Cells go in raster order. Each is coded with an adaptive frequency table chosen by its
+already-coded neighbours (left, up, up-left, up-right; 0 outside the grid), so the large flat
+areas of a level map cost a small fraction of a bit per cell. Both sides update the tables the
+same way with integer arithmetic only, so the probabilities, and the bits, agree exactly.
+The rANS coder itself is compressai's (16-bit precision, its escape symbol never used here).
+Spec: docs/bitstream.md, "ROI_MAP".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from compressai.ans import RansDecoder, RansEncoder
+
+PRECISION = 16
+INIT_COUNT = 1  # every symbol starts possible in every context
+INCREMENT = 8  # weight of each coded cell against the uniform start: tables learn within a few cells
+# compressai's encoder sizes its output at 4 bytes per symbol, which overflows its heap buffer for
+# one or two symbols (it needs 8 bytes for the flush plus up to 2 per symbol here). Every latent
+# grid has at least 4 x 4 cells.
+MIN_CELLS = 16
+
+
+def _context(grid: np.ndarray, i: int, j: int, n: int) -> int:
+    """Index of the frequency table for cell (i, j): its four causal neighbours in base n."""
+    w = grid.shape[1]
+    left = grid[i, j - 1] if j else 0
+    up = grid[i - 1, j] if i else 0
+    up_left = grid[i - 1, j - 1] if i and j else 0
+    up_right = grid[i - 1, j + 1] if i and j + 1 < w else 0
+    return ((int(left) * n + int(up)) * n + int(up_left)) * n + int(up_right)
+
+
+def _cdf(counts: list[int]) -> list[int]:
+    """compressai's quantised CDF for these counts: every symbol keeps at least one slot, and the
+    escape symbol compressai appends takes one slot (it is never coded)."""
+    total, room = sum(counts), (1 << PRECISION) - 1 - len(counts)
+    freqs = [1 + c * room // total for c in counts]
+    freqs[freqs.index(max(freqs))] += (1 << PRECISION) - 1 - sum(freqs)
+    cdf = [0]
+    for f in freqs + [1]:
+        cdf.append(cdf[-1] + f)
+    return cdf
+
+
+def _tables(n: int) -> list[list[int]]:
+    return [[INIT_COUNT] * n for _ in range(n ** 4)]
+
+
+def encode_grid(grid: np.ndarray, n: int) -> bytes:
+    """rANS string of a 2-D grid of symbols 0 .. n-1."""
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or (grid.size and int(grid.max()) >= n):
+        raise ValueError(f"grid must be 2-D with symbols below {n}")
+    if grid.size < MIN_CELLS:
+        raise ValueError(f"grid must have at least {MIN_CELLS} cells")
+    tables, cdfs, symbols = _tables(n), [], []
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            counts = tables[_context(grid, i, j, n)]
+            s = int(grid[i, j])
+            cdfs.append(_cdf(counts))
+            symbols.append(s)
+            counts[s] += INCREMENT
+    idx = list(range(len(symbols)))
+    return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
+
+
+def decode_grid(data: bytes, shape: tuple[int, int], n: int) -> np.ndarray:
+    """Inverse of encode_grid. A corrupt string decodes to some grid of valid symbols or raises
+    ValueError; it never reads past its buffer."""
+    if len(data) < 8:  # the coder's flush alone writes 8 bytes
+        raise ValueError("rANS string too short")
+    grid = np.zeros(shape, dtype=np.uint8)
+    tables = _tables(n)
+    dec = RansDecoder()
+    # compressai's decoder does not bounds-check its reads. No symbol is rarer than 2^-16, so a
+    # cell consumes at most 16 bits: zero padding of 2 bytes per cell keeps every read inside.
+    dec.set_stream(bytes(data) + bytes(2 * grid.size + 64))
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            counts = tables[_context(grid, i, j, n)]
+            s = dec.decode_stream([0], [_cdf(counts)], [n + 2], [0])[0]
+            if not 0 <= s < n:
+                raise ValueError("symbol out of range")
+            grid[i, j] = s
+            counts[s] += INCREMENT
+    return grid
