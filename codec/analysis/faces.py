@@ -8,11 +8,15 @@ from functools import lru_cache
 import numpy as np
 
 GROW = 0.15  # each box grows by this share of its side, to cover hair and chin
-# MTCNN runs at a recall-first operating point: a missed face loses the whole ROI gain, while a
-# false box costs only its few cells of finer steps. Its stock thresholds (0.6, 0.7, 0.7; keep
-# p >= 0.9) miss the 16-18 px, half-turned faces of the eval set; these find them (docs/roi.md).
+# MTCNN runs at a recall-first operating point for small faces: a missed face loses the whole ROI
+# gain, while a false box of a small face costs only a few cells of finer steps. Its stock
+# thresholds (stages 0.6, 0.7, 0.7; keep p >= 0.9) miss the 16-18 px, half-turned faces of the
+# eval set, which it scores ~0.5. Large boxes still need p >= 0.9: MTCNN is sure of real large
+# faces, and a false large box would be expensive (docs/roi.md, session 7).
 MTCNN_STAGES = (0.3, 0.4, 0.4)  # P-, R- and O-net thresholds
-MTCNN_MIN_PROB = 0.45
+MTCNN_MIN_PROB = 0.9
+MTCNN_SMALL_MIN_PROB = 0.45  # for boxes whose longer side is at most MTCNN_SMALL px
+MTCNN_SMALL = 32
 MTCNN_MIN_SIZE = 10
 
 
@@ -79,7 +83,12 @@ def _mtcnn_boxes(rgb: np.ndarray, min_size: int) -> list[tuple[int, int, int, in
         found, probs = _mtcnn(min_size).detect(Image.fromarray(np.ascontiguousarray(rgb)))
     if found is None:
         return []
-    return [_grow(*b, w, h) for b, p in zip(found, probs) if p is not None and p >= MTCNN_MIN_PROB]
+    keep = []
+    for b, p in zip(found, probs):
+        small = max(b[2] - b[0], b[3] - b[1]) <= MTCNN_SMALL
+        if p is not None and p >= (MTCNN_SMALL_MIN_PROB if small else MTCNN_MIN_PROB):
+            keep.append(_grow(*b, w, h))
+    return keep
 
 
 def detect_faces(rgb: np.ndarray, min_size: int | None = None,
