@@ -11,7 +11,8 @@
 # models/ (50 MB) does not fit beside it, so move models/ aside for the device call.
 # MS (default 320) lists latent widths trained side by side from that start, each >= its M
 # (scripts.train.widen_latent); each returns a weights-only checkpoint under $OUT/mM/, in parts
-# under 16 MiB (the transfer's per-file limit).
+# under 16 MiB (the transfer's per-file limit). A width with a "t" suffix (MS="320 320t") trains
+# with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -66,16 +67,18 @@ EOF
     # One training process per latent width in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
-    for m in ${MS:-320}; do
-        $PY -m scripts.train --run /tmp/run/m$m --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
+    for spec in ${MS:-320}; do
+        m=${spec%t} text=0
+        [ "$spec" = "$m" ] || text=${TEXT:-0.3}
+        $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
-            --M "$m" --warmup "${WARMUP:-0}" --seed "$m" \
+            --M "$m" --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
             --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
-            > "/tmp/run/m$m.out" 2>&1 &
+            > "/tmp/run/m$spec.out" 2>&1 &
     done
     wait || true
-    for m in ${MS:-320}; do
+    for m in ${MS:-320}; do  # m: the width with its suffix
         mkdir -p "$OUT/m$m"
         tail -n 3 "/tmp/run/m$m.out"
         cp "/tmp/run/m$m.out" "$OUT/m$m/train.out"

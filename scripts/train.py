@@ -8,7 +8,8 @@ Data: the prepared photos from `python -m scripts.fetch_data` (DATA/prepared/tra
 crops with flips and 90-degree turns; the 2x/3x/4x downscales give scale augmentation. Half
 the crops are the most detailed of four candidates (--detail), because the photos are smoother
 than the images people compress; some crops are made grey-scale or contrast-stretched until
-they clip (--gray, --stretch). A share of the images (--roi-prob) is coded with a random
+they clip (--gray, --stretch); --text draws synthetic text on a share of them
+(scripts.synthetic_text: the photos hold almost none). A share of the images (--roi-prob) is coded with a random
 per-position quality map, as ROI coding does, so g_s learns spatially varying quantisation.
 --init with a larger --M widens a trained model's latent (widen_latent) before training.
 bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32.
@@ -31,6 +32,7 @@ import torch
 from PIL import Image
 
 from codec.models.gain_hyperprior import GainHyperprior
+from scripts.synthetic_text import draw_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GAIN_PARAMS = ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv")
@@ -52,9 +54,10 @@ class CropSampler:
     """
 
     def __init__(self, images: list[torch.Tensor], crop: int, detail: float, device: str,
-                 gray: float = 0.0, stretch: float = 0.0):
+                 gray: float = 0.0, stretch: float = 0.0, text: float = 0.0):
         self.images = [im.to(device) for im in images]
-        self.crop, self.detail, self.gray, self.stretch = crop, detail, gray, stretch
+        self.crop, self.detail, self.gray, self.stretch, self.text = crop, detail, gray, stretch, text
+        self.text_rng = random.Random(random.getrandbits(32))
         self.integrals = []
         for im in images:
             g = im.float().mean(0).numpy()
@@ -90,6 +93,9 @@ class CropSampler:
                 t = t.flip(2)
             crops.append(torch.rot90(t, random.randint(0, 3), (1, 2)))
         x = torch.stack(crops).float() / 255.0
+        for i in range(n):
+            if random.random() < self.text:
+                x[i] = draw_text(x[i], self.text_rng)
         # The photos hold few grey-scale images and few clipped blacks and whites, both common
         # in what people compress (and where the codec did worst on the eval set).
         for i in range(n):
@@ -240,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gray", type=float, default=0.1, help="share of crops turned grey-scale")
     ap.add_argument("--stretch", type=float, default=0.2,
                     help="share of crops contrast-stretched until blacks and whites clip")
+    ap.add_argument("--text", type=float, default=0.0,
+                    help="share of crops with synthetic text drawn on (scripts.synthetic_text)")
     ap.add_argument("--roi-prob", type=float, default=0.25,
                     help="share of images coded with a random ROI-like quality map")
     ap.add_argument("--log-every", type=int, default=100)
@@ -262,7 +270,7 @@ def main(argv=None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) / "prepared"
     sampler = CropSampler(load_images(data / "train", args.crop), args.crop, args.detail, dev,
-                          args.gray, args.stretch)
+                          args.gray, args.stretch, args.text)
     val_dir = data / "val"
     val_images = load_images(val_dir, 256) if val_dir.is_dir() else []
 
