@@ -20,6 +20,7 @@ decoded 8-bit RGB with the source PNG:
 Codecs and what "quality" means for each:
   ours  codec.encode(img, quality=q) / codec.decode (default model, or $CODEC_MODEL); q 0..100.
   ours-effort1  the same with effort=1 (latent refinement; slow, so only when named in --codecs).
+  ours-effort2  effort=2 (100 refinement steps; ~3x effort 1's time; only when named).
   jpeg  Pillow (libjpeg-turbo), optimize=True, default 4:2:0 subsampling; q = JPEG quality.
   webp  Pillow (libwebp), lossy, method=6 (WebP is always 4:2:0); q = WebP quality.
   avif  Pillow (libavif + aom), 4:4:4 8-bit, full range, default speed 6; q = Pillow AVIF quality.
@@ -246,6 +247,15 @@ class OursEffort1(Ours):
         return super().settings() + ", effort 1 (g_a's hyper-latent kept)"
 
 
+class OursEffort2(OursEffort1):
+    """100 refinement steps (~33 s per 768x512 image on 2 threads)."""
+    name = "ours-effort2"
+    effort = 2
+
+    def settings(self):
+        return Ours.settings(self) + ", effort 2 (g_a's hyper-latent kept)"
+
+
 class PillowCodec(Codec):
     fmt = ""
     feature = ""
@@ -443,7 +453,7 @@ class Vvc(FfmpegVideo):
         return from_yuv420p10(w, h, frame)
 
 
-WRAPPERS = {c.name: c for c in (Ours, OursEffort1, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
+WRAPPERS = {c.name: c for c in (Ours, OursEffort1, OursEffort2, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
 
 
 def make_codec(name: str, threads: int = 1) -> Codec:
