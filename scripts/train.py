@@ -9,8 +9,9 @@ crops with flips and 90-degree turns; the 2x/3x/4x downscales give scale augment
 the crops are the most detailed of four candidates (--detail), because the photos are smoother
 than the images people compress; some crops are made grey-scale or contrast-stretched until
 they clip (--gray, --stretch); --text draws synthetic text on a share of them
-(scripts.synthetic_text: the photos hold almost none). A share of the images (--roi-prob) is coded with a random
-per-position quality map, as ROI coding does, so g_s learns spatially varying quantisation.
+(scripts.synthetic_text: the photos hold almost none). A share of the images (--roi-prob) is
+coded with a random per-position quality map, as ROI coding does, so g_s learns spatially
+varying quantisation.
 --init with a larger --M widens a trained model's latent (widen_latent) before training.
 bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32.
 Runs on CUDA when it is there (the images then live on the GPU). Logs one JSON line per
@@ -57,7 +58,8 @@ class CropSampler:
                  gray: float = 0.0, stretch: float = 0.0, text: float = 0.0):
         self.images = [im.to(device) for im in images]
         self.crop, self.detail, self.gray, self.stretch, self.text = crop, detail, gray, stretch, text
-        self.text_rng = random.Random(random.getrandbits(32))
+        # Its own stream, so that --text 0 leaves the crops of a given --seed as they were.
+        self.text_rng = random.Random(random.getrandbits(32)) if text > 0 else None
         self.integrals = []
         for im in images:
             g = im.float().mean(0).numpy()
@@ -93,8 +95,8 @@ class CropSampler:
                 t = t.flip(2)
             crops.append(torch.rot90(t, random.randint(0, 3), (1, 2)))
         x = torch.stack(crops).float() / 255.0
-        for i in range(n):
-            if random.random() < self.text:
+        for i in range(n if self.text > 0 else 0):
+            if self.text_rng.random() < self.text:
                 x[i] = draw_text(x[i], self.text_rng)
         # The photos hold few grey-scale images and few clipped blacks and whites, both common
         # in what people compress (and where the codec did worst on the eval set).
