@@ -16,9 +16,9 @@ from compressai.ans import RansDecoder, RansEncoder
 PRECISION = 16
 INIT_COUNT = 1  # every symbol starts possible in every context
 INCREMENT = 8  # weight of each coded cell against the uniform start: tables learn within a few cells
-# compressai's encoder sizes its output at 4 bytes per symbol, which overflows its heap buffer for
-# one or two symbols (it needs 8 bytes for the flush plus up to 2 per symbol here). Every latent
-# grid has at least 4 x 4 cells.
+# compressai 1.2.8's encoder aborts the process ("double free or corruption") when given a single
+# symbol; 2 and more worked here. We did not read why; an output buffer sized by the symbol count
+# would do it. Every latent grid has at least 4 x 4 cells, so we require that.
 MIN_CELLS = 16
 
 
