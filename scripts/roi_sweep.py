@@ -90,7 +90,7 @@ def interpolate(points: list[dict], budget: int) -> dict:
     lo = max([p for p in pts if p["bytes"] <= budget], key=lambda p: p["bytes"], default=pts[0])
     hi = min([p for p in pts if p["bytes"] > budget], key=lambda p: p["bytes"], default=pts[-1])
     a = 0.0 if hi is lo else (np.log(budget) - np.log(lo["bytes"])) / (np.log(hi["bytes"]) - np.log(lo["bytes"]))
-    out = {k: None if lo[k] is None else lo[k] + a * (hi[k] - lo[k]) for k in lo}
+    out = {k: None if lo[k] is None else lo[k] + a * (hi[k] - lo[k]) for k in lo if k != "bytes"}
     out["bytes"] = float(np.exp(np.log(lo["bytes"]) + a * (np.log(hi["bytes"]) - np.log(lo["bytes"]))))
     return out
 

@@ -16,6 +16,7 @@ import string
 from functools import lru_cache
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 CHARS = string.ascii_letters + string.digits + "      .,:-!?&%/()"
@@ -74,8 +75,6 @@ def _mask(img: Image.Image, turn: bool) -> np.ndarray:
 
 def draw_text(x, rng: random.Random):
     """Draw synthetic text onto one crop x (3 x H x W torch tensor in [0, 1], any device); returns it."""
-    import torch
-
     size = x.shape[-1]
     mean = x.mean(dim=(1, 2)).cpu().numpy()
     for cover, colour in text_layers(size, mean, rng):

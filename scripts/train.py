@@ -95,9 +95,10 @@ class CropSampler:
                 t = t.flip(2)
             crops.append(torch.rot90(t, random.randint(0, 3), (1, 2)))
         x = torch.stack(crops).float() / 255.0
-        for i in range(n if self.text > 0 else 0):
-            if self.text_rng.random() < self.text:
-                x[i] = draw_text(x[i], self.text_rng)
+        if self.text > 0:
+            for i in range(n):
+                if self.text_rng.random() < self.text:
+                    x[i] = draw_text(x[i], self.text_rng)
         # The photos hold few grey-scale images and few clipped blacks and whites, both common
         # in what people compress (and where the codec did worst on the eval set).
         for i in range(n):
