@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelNotAvailableError
+from .models.channel_context import GainChannelContext
 from .models.gain_hyperprior import GainHyperprior, LatentCoder
 
-DEFAULT_MODEL = "hpg-n128m320"
+DEFAULT_MODEL = "hpgc-n128m320"
 _CACHE: dict[str, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 _CDF_BUFFERS = {
@@ -48,8 +49,12 @@ def available_models() -> list[str]:
 
 
 def build_network(arch: dict) -> GainHyperprior:
-    return GainHyperprior(N=arch["N"], M=arch["M"], levels=arch["levels"],
-                          lmbda_min=arch["lmbda_min"], lmbda_max=arch["lmbda_max"])
+    """The network an architecture record (a card's or a checkpoint's) describes."""
+    kw = {k: arch[k] for k in ("N", "M", "levels", "lmbda_min", "lmbda_max")}
+    if arch.get("slices", 1) > 1:
+        return GainChannelContext(**kw, slices=arch["slices"],
+                                  hidden=tuple(arch.get("context_hidden", GainChannelContext.HIDDEN)))
+    return GainHyperprior(**kw)
 
 
 def load_model(name: str | None = None) -> LoadedModel:
@@ -88,19 +93,41 @@ def find_model(model_id: str, weights_hash: bytes) -> LoadedModel:
         raise ModelNotAvailableError(
             f"model {model_id!r} (weights {weights_hash.hex()}) is not available; installed: "
             f"{', '.join(available_models()) or 'none'}") from None
-    if lm.weights_hash != weights_hash:
+    # A card's previous_sha256: the same model stored before, e.g. before bf16_names (session 8):
+    # its files decode to the same pixels.
+    known = {lm.weights_hash} | {bytes.fromhex(h)[:8] for h in lm.card.get("previous_sha256", [])}
+    if weights_hash not in known:
         raise ModelNotAvailableError(
             f"model {model_id!r} with weights {weights_hash.hex()} is not available "
             f"(installed weights are {lm.weights_hash.hex()})")
     return lm
 
 
-def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None = None) -> Path:
+def bf16_names(net: GainHyperprior) -> set[str]:
+    """Convolution weights and biases of g_a, h_a and g_s: stored as bfloat16, half the bytes.
+
+    The three were trained under bf16 autocast, and g_s decodes under it, which rounds these
+    very weights to bf16 on every call: storing them rounded changes no decoded pixel. g_a and
+    h_a run in float32 when encoding, so their output moves a little, as it did in training.
+    The entropy-coding path (h_s, the context, gains, CDF tables) stays float32 and exact.
+    """
+    names = set()
+    for prefix in ("g_a", "h_a", "g_s"):
+        for name, mod in getattr(net, prefix).named_modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                names |= {f"{prefix}.{name}.weight", f"{prefix}.{name}.bias"}
+    return names
+
+
+def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None = None,
+           bf16_transforms: bool = True) -> Path:
     """Write weights (with freshly built CDF tables) and the card, sha256 included."""
     out_dir = Path(out_dir or models_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     net.update(force=True)
-    state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    half = bf16_names(net) if bf16_transforms else set()
+    state = {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
+             for k, v in net.state_dict().items()}
     weights = out_dir / f"{model_id}.safetensors"
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp))
@@ -111,5 +138,27 @@ def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None 
     card["parameters"] = sum(v.numel() for k, v in net.state_dict().items()
                              if not any(k.endswith(b) for b in ("_quantized_cdf", "_offset", "_cdf_length")))
     (out_dir / f"{model_id}.json").write_text(json.dumps(card, indent=2) + "\n")
+    _CACHE.pop(model_id, None)
+    return weights
+
+
+def restore_bf16(model_id: str, out_dir: Path | None = None) -> Path:
+    """Store an installed model's transforms as bfloat16 (bf16_names), in place. Everything
+    else, CDF tables included, is kept as stored; the old sha256 joins the card's
+    previous_sha256, so files written with the old weights keep decoding."""
+    out_dir = Path(out_dir or models_dir())
+    weights, card_path = out_dir / f"{model_id}.safetensors", out_dir / f"{model_id}.json"
+    card = json.loads(card_path.read_text())
+    state = load_file(str(weights))
+    half = bf16_names(build_network(card["architecture"]))
+    if all(state[k].dtype == torch.bfloat16 for k in half):
+        return weights
+    state = {k: (v.to(torch.bfloat16) if k in half else v).contiguous() for k, v in state.items()}
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    card["previous_sha256"] = card.get("previous_sha256", []) + [card["sha256"]]
+    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     _CACHE.pop(model_id, None)
     return weights

@@ -1,6 +1,6 @@
 """Export a training checkpoint to models/<id>.safetensors + models/<id>.json (the model card).
 
-    python -m scripts.export_model --ckpt runs/m320/last.pt [--id hpg-n128m320] [--eval]
+    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320] [--eval]
 
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.
@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from codec import zoo
-from codec.models.gain_hyperprior import GainHyperprior
 from scripts.train import checkpoint_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", default=str(ROOT / "runs/m320/last.pt"))
+    ap.add_argument("--ckpt", default=str(ROOT / "runs/mc320/last.pt"))
     ap.add_argument("--id", default=zoo.DEFAULT_MODEL)
     ap.add_argument("--out", default=None, help="models folder (default: models/)")
     ap.add_argument("--eval", action="store_true")
@@ -34,10 +33,14 @@ def main(argv=None) -> int:
 
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     targs = ck["args"]
-    net = GainHyperprior(**checkpoint_arch(ck))
+    net = zoo.build_network(checkpoint_arch(ck))
     arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
             "N": net.N, "M": net.M, "levels": net.levels,
             "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
+    if net.n_slices > 1:
+        arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
+                        "context, fixed-point context networks)")
+        arch["slices"], arch["context_hidden"] = net.n_slices, list(net.hidden)
     net.load_state_dict(ck["model"])
     card = {
         "architecture": arch,

@@ -3,6 +3,7 @@
 #
 #   bash scripts/gpu_burst.sh pack            # here: .burst/ = training photos (lossless WebP) + wheels
 #   bash scripts/gpu_burst.sh run MINUTES     # there, from the repo root, with .burst carried
+#   bash scripts/gpu_burst.sh more MINUTES    # there, a second call on the warm machine: resume
 #   bash scripts/gpu_burst.sh unpack DIR RUN  # here: DIR = one width's files (OUT/mM) -> RUN/burst.pt
 #
 # The device machine has torch but not compressai, and must not receive more than 64 MiB, so
@@ -12,7 +13,8 @@
 # MS (default 320) lists latent widths trained side by side from that start, each >= its M
 # (scripts.train.widen_latent); each returns a weights-only checkpoint under $OUT/mM/, in parts
 # under 16 MiB (the transfer's per-file limit). A width with a "t" suffix (MS="320 320t") trains
-# with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/.
+# with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/; a "c" prefix
+# (MS="320 c320") adds the channel-conditional context (SLICES groups, default 5), into $OUT/mcM/.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -41,16 +43,19 @@ print("init:", m.model_id, m.card["training"]["steps"], "steps")
 EOF
     du -sh .burst
     ;;
-run)
+run|more)
+    # run: set up and train from .burst/init.pt. more: on the still-warm machine, resume the
+    # runs of the previous call (optimisers included) for MINUTES more, lr LR -> LR_END.
     minutes=${2:?minutes of training}
     PY=${PY:-python3}  # PY=.venv/bin/python DEVICE=cpu rehearses the run here
-    if [ "${DEVICE:-cuda}" = cuda ]; then
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .burst/whl/*.whl
-        nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    fi
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-    rm -rf /tmp/data /tmp/run
-    $PY - <<'EOF'
+    if [ "$mode" = run ]; then
+        if [ "${DEVICE:-cuda}" = cuda ]; then
+            $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .burst/whl/*.whl
+            nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+        fi
+        rm -rf /tmp/data /tmp/run
+        $PY - <<'EOF'
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from scripts.fetch_data import prepare
@@ -61,28 +66,30 @@ with ThreadPoolExecutor(16) as ex:
     list(ex.map(derive, sorted(Path(".burst/data/prepared/train").glob("*.webp"))))
 print(len(list(out.glob("*.png"))), "training images")
 EOF
-    ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
+        ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
+    fi
     init=.burst/init.pt
-    [ -f "$init" ] || init=hpg-n128m320  # a rehearsal here, with models/ in place
-    # One training process per latent width in MS, side by side: a 16 x 256^2 step leaves the
+    [ -f "$init" ] || init=hpgc-n128m320  # a rehearsal here, with models/ in place
+    # One training process per variant in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
     for spec in ${MS:-320}; do
-        m=${spec%t} text=0
+        m=${spec%t} text=0 slices=1
         [ "$spec" = "$m" ] || text=${TEXT:-0.3}
+        [ "${m#c}" = "$m" ] || { m=${m#c}; slices=${SLICES:-5}; }
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
-            --M "$m" --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
+            --M "$m" --slices "$slices" --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
             --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
-            > "/tmp/run/m$spec.out" 2>&1 &
+            >> "/tmp/run/m$spec.out" 2>&1 &
     done
     wait || true
     for m in ${MS:-320}; do  # m: the width with its suffix
         mkdir -p "$OUT/m$m"
         tail -n 3 "/tmp/run/m$m.out"
-        cp "/tmp/run/m$m.out" "$OUT/m$m/train.out"
-        [ -f "/tmp/run/m$m/last.pt" ] || continue
+        # At most 8 files come back: the log only where there is no checkpoint to bring.
+        [ -f "/tmp/run/m$m/last.pt" ] || { cp "/tmp/run/m$m.out" "$OUT/m$m/train.out"; continue; }
         RUN_DIR=/tmp/run/m$m DEST="$OUT/m$m" $PY - <<'EOF'
 import io, os, torch
 run, out = os.environ["RUN_DIR"], os.environ["DEST"]
@@ -105,5 +112,5 @@ unpack)
     echo "wrote $run/burst.pt; continue with: python -m scripts.train --run $run --init $run/burst.pt"
     ;;
 *)
-    echo "usage: $0 pack | run MINUTES | unpack DIR RUN" >&2; exit 2 ;;
+    echo "usage: $0 pack | run MINUTES | more MINUTES | unpack DIR RUN" >&2; exit 2 ;;
 esac

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from codec.models.gain_hyperprior import GainHyperprior
+from codec.zoo import build_network
 from scripts.synthetic_text import draw_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,8 +242,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--N", type=int, default=128)
-    ap.add_argument("--M", type=int, default=192)
+    ap.add_argument("--M", type=int, default=None, help="latent width (default: --init's, else 192)")
     ap.add_argument("--levels", type=int, default=9)
+    ap.add_argument("--slices", type=int, default=None,
+                    help="channel groups of the channel-conditional context, 1 for none "
+                         "(default: --init's, else 1)")
     ap.add_argument("--lmbda-min", type=float, default=0.0004)
     ap.add_argument("--lmbda-max", type=float, default=0.36)
     ap.add_argument("--detail", type=float, default=0.5, help="share of detail-seeking crops")
@@ -279,10 +283,28 @@ def main(argv=None) -> int:
 
     ckpt_path = run / "last.pt"
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    arch = checkpoint_arch(ck) if ck is not None else {
-        "N": args.N, "M": args.M, "levels": args.levels,
-        "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
-    model = GainHyperprior(**arch).to(dev).to(memory_format=torch.channels_last)
+    init = None  # (state, architecture, step, wall seconds) of --init, used without a checkpoint
+    if ck is None and args.init:
+        if Path(args.init).is_file():
+            src = torch.load(args.init, map_location="cpu", weights_only=False)
+            init = (src["model"], checkpoint_arch(src), src["step"], src.get("wall_s", 0.0))
+        else:
+            from codec.zoo import load_model
+
+            shipped = load_model(args.init)
+            tr = shipped.card["training"]
+            init = (shipped.net.state_dict(), shipped.card["architecture"], tr["steps"],
+                    tr.get("wall_hours", 0) * 3600)
+    if ck is not None:
+        arch = checkpoint_arch(ck)
+    else:  # --M and --slices default to --init's (else 192 and 1)
+        old = init[1] if init else {}
+        arch = {"N": args.N, "M": args.M or old.get("M", 192), "levels": args.levels,
+                "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
+        slices = args.slices or old.get("slices", 1)
+        if slices > 1:
+            arch["slices"] = slices
+    model = build_network(arch).to(dev).to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
@@ -297,25 +319,21 @@ def main(argv=None) -> int:
         if "py_rng" in ck:
             random.setstate(ck["py_rng"])
         print(f"resumed {ckpt_path} at step {step}")
-    elif args.init:
-        if Path(args.init).is_file():
-            src = torch.load(args.init, map_location="cpu", weights_only=False)
-            state, old_arch = src["model"], checkpoint_arch(src)
-            step, wall = src["step"], src.get("wall_s", 0.0)
-        else:
-            from codec.zoo import load_model
-
-            shipped = load_model(args.init)
-            state, old_arch = shipped.net.state_dict(), shipped.card["architecture"]
-            step = shipped.card["training"]["steps"]
-            wall = shipped.card["training"].get("wall_hours", 0) * 3600
-        state = {k: v for k, v in state.items()
+    elif init:
+        state, old_arch, step, wall = init
+        state = {k: v.float() for k, v in state.items()
                  if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
+        if old_arch.get("slices", 1) > arch.get("slices", 1):
+            raise SystemExit("train: --init cannot drop a model's channel context")
+        if old_arch.get("slices", 1) not in (1, arch.get("slices", 1)):
+            raise SystemExit("train: --init cannot change the number of context groups")
         if any(old_arch[k] != arch[k] for k in ("levels", "lmbda_min", "lmbda_max")):
             state = remap_gains(state, old_arch, model)
         if old_arch["N"] != arch["N"] or old_arch["M"] > arch["M"]:
             raise SystemExit("train: --init can only widen M (same N, larger or equal M)")
         if old_arch["M"] < arch["M"]:
+            if old_arch.get("slices", 1) > 1:
+                raise SystemExit("train: --init cannot widen a model with a channel context")
             state = widen_latent(state, model)
         model.load_state_dict(state, strict=False)
         print(f"initialised from {args.init} (step {step})")

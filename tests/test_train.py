@@ -3,6 +3,7 @@
 import math
 import random
 
+import numpy as np
 import torch
 
 from codec.models.gain_hyperprior import GainHyperprior
@@ -84,3 +85,29 @@ def test_quality_maps_stay_in_range_and_match_the_coder():
     plain, mapped = m(x, t1), m(x, t1, t_map=torch.full((1, 1, 4, 4), 0.3))
     assert torch.allclose(plain["x_hat"], mapped["x_hat"], atol=1e-5)
     assert torch.allclose(plain["likelihoods"]["y"], mapped["likelihoods"]["y"], atol=1e-5)
+
+
+def test_training_adds_a_channel_context_to_a_hyperprior_and_resumes(tmp_path):
+    from PIL import Image
+
+    from scripts.train import main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "prepared" / "train"
+    data.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(data / f"p{i}.png")
+    torch.manual_seed(0)
+    plain = GainHyperprior(N=16, M=16, levels=9, lmbda_min=0.0004, lmbda_max=0.36)
+    init = tmp_path / "init.pt"
+    torch.save({"model": plain.state_dict(), "arch": {"N": 16, "M": 16, "levels": 9, "lmbda_min": 0.0004,
+                                                      "lmbda_max": 0.36}, "step": 100}, init)
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", "--batch", "2",
+              "--crop", "64", "--device", "cpu", "--threads", "1", "--lr", "1e-4"]
+    assert main(common + ["--init", str(init), "--slices", "4", "--steps", "102"]) == 0
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["arch"]["slices"] == 4 and ck["arch"]["M"] == 16 and ck["step"] == 102
+    assert any(k.startswith("context.") for k in ck["model"])
+    assert main(common + ["--steps", "103"]) == 0  # resumes the checkpoint, context and all
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 103

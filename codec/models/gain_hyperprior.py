@@ -19,6 +19,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
@@ -108,7 +109,7 @@ class GainHyperprior(nn.Module):
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
         z_hat = ste_round(z - medians) + medians
-        scales, means = self.h_s(z_hat * zg_inv).chunk(2, 1)
+        hs = self.h_s(z_hat * zg_inv).chunk(2, 1)
         out_gain = yg_inv
         if t_map is not None:
             # The map's gains are a coding condition here: detached, so images coded at rate
@@ -118,13 +119,35 @@ class GainHyperprior(nn.Module):
                 out_gain = self.interpolate_map(self.y_gain_inv, t_map) * step
         elif step is None:
             step = torch.ones_like(y[:, :1])
-        # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
-        _, y_likelihoods = self.gaussian_conditional(y * step, scales * step, means=means * step)
-        # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s.
-        y_hat = ste_round((y - means) * step) / step + means
+        y_hats, y_likelihoods = [], []
+        for i in range(self.n_slices):
+            sl = self.slice_channels(i)
+            st = step if step.shape[1] == 1 else step[:, sl]
+            scales, means = self.slice_params(hs, i, y_hats)
+            # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
+            _, lik = self.gaussian_conditional(y[:, sl] * st, scales * st, means=means * st)
+            y_likelihoods.append(lik)
+            # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s
+            # and for the context of later slices.
+            y_hats.append(ste_round((y[:, sl] - means) * st) / st + means)
+        y_hat = torch.cat(y_hats, 1)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             x_hat = self.g_s(y_hat * out_gain).float()
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(y_likelihoods, 1), "z": z_likelihoods}}
+
+    # ---- entropy parameters, slice by slice ---------------------------------------------------
+    n_slices = 1  # no channel context: one slice, h_s's parameters as they are
+
+    def slice_channels(self, i: int) -> slice:
+        size = self.M // self.n_slices
+        return slice(i * size, (i + 1) * size)
+
+    def slice_params(self, hs: tuple[torch.Tensor, torch.Tensor], i: int, prev: list[torch.Tensor],
+                     context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) of slice i from h_s's output hs = (scales, means) and the decoded
+        earlier slices prev (gained domain). context: the fixed-point twins of the context
+        networks, for the coder (subclasses with a channel context use it)."""
+        return hs[0], hs[1]
 
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss()
@@ -181,6 +204,7 @@ class LatentCoder:
 
         self.model = model
         self.h_s = FixedPointSequential(model.h_s)
+        self.context = [FixedPointSequential(c) for c in getattr(model, "context", [])]
 
     def quant_map(self, levels: np.ndarray, t: float, offsets: Sequence[int] = (),
                   v1_multipliers: Sequence[int] | None = None) -> QuantMap:
@@ -207,13 +231,25 @@ class LatentCoder:
         return QuantMap(steps[idx].permute(2, 0, 1)[None].contiguous(),
                         outs[idx].permute(2, 0, 1)[None].contiguous())
 
-    def _params(self, z_hat: torch.Tensor, t: float, step: torch.Tensor | None):
+    def _hyper_params(self, z_hat: torch.Tensor, t: float):
         zg_inv = exact_gain(self.model.z_gain_inv, t)
-        scales, means = self.h_s(z_hat * zg_inv).float().chunk(2, 1)
-        if step is not None:  # code round((y - mean) * step): a Gaussian with scale sigma * step
-            scales, means = scales * step, means * step
-        indexes = self.model.gaussian_conditional.build_indexes(scales)
-        return indexes, means
+        return tuple(p.float() for p in self.h_s(z_hat * zg_inv).chunk(2, 1))
+
+    def _slice_params(self, hs, i: int, prev: list[torch.Tensor], step: torch.Tensor | None):
+        """Indexes and means of slice i for the coder, from exact (fixed-point) parameters.
+        With a step map, round((y - mean) * step) is coded: a Gaussian of scale sigma * step."""
+        m = self.model
+        scales, means = m.slice_params(hs, i, prev, context=self.context)
+        st = None
+        if step is not None:
+            st = step if step.shape[1] == 1 else step[:, m.slice_channels(i)]
+            scales, means = scales * st, means * st
+        return m.gaussian_conditional.build_indexes(scales), means, st
+
+    def _tables(self):
+        gc = self.model.gaussian_conditional
+        return (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
+                gc._offset.reshape(-1).int().tolist())
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None,
@@ -222,26 +258,47 @@ class LatentCoder:
 
         qmap: optional per-position quantisation (ROI), from quant_map. z: the gained
         hyper-latent to code (an encoder's choice, e.g. latent_refine's); default h_a's of y.
+        All slices go into one rANS string, in slice order.
         """
         m = self.model
+        gc = m.gaussian_conditional
         y = y * exact_gain(m.y_gain, t)
         if z is None:
             z = m.h_a(y) * exact_gain(m.z_gain, t)
         z_str = m.entropy_bottleneck.compress(z)[0]
         z_hat = m.entropy_bottleneck.decompress([z_str], z.shape[-2:])
+        hs = self._hyper_params(z_hat, t)
         step = None if qmap is None else qmap.step
-        indexes, means = self._params(z_hat, t, step)
-        y_str = m.gaussian_conditional.compress(y if step is None else y * step, indexes, means=means)[0]
-        return z_str, y_str
+        enc, prev = BufferedRansEncoder(), []
+        for i in range(m.n_slices):
+            indexes, means, st = self._slice_params(hs, i, prev, step)
+            y_i = y[:, m.slice_channels(i)]
+            symbols = gc.quantize(y_i if st is None else y_i * st, "symbols", means)
+            enc.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).int().tolist(),
+                                    *self._tables())
+            # The decoder's value of this slice, computed as it will compute it.
+            v = gc.dequantize(symbols, means)
+            prev.append(v if st is None else v / st)
+        return z_str, enc.flush()
 
     @torch.no_grad()
     def decompress(self, z_str: bytes, y_str: bytes, z_shape: tuple[int, int], t: float,
                    qmap: QuantMap | None = None) -> torch.Tensor:
         """-> dequantised, un-gained latent y_hat [1, M, 4h, 4w] ready for g_s."""
         m = self.model
+        gc = m.gaussian_conditional
         h, w = z_shape
         z_hat = m.entropy_bottleneck.decompress([_guard(z_str, m.N * h * w)], z_shape)
-        indexes, means = self._params(z_hat, t, None if qmap is None else qmap.step)
-        y_hat = m.gaussian_conditional.decompress([_guard(y_str, m.M * 16 * h * w)], indexes,
-                                                  means=means)
+        hs = self._hyper_params(z_hat, t)
+        step = None if qmap is None else qmap.step
+        dec = RansDecoder()
+        dec.set_stream(_guard(y_str, m.M * 16 * h * w))
+        prev, coded = [], []
+        for i in range(m.n_slices):
+            indexes, means, st = self._slice_params(hs, i, prev, step)
+            symbols = dec.decode_stream(indexes.reshape(-1).int().tolist(), *self._tables())
+            v = gc.dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(indexes.shape), means)
+            coded.append(v)
+            prev.append(v if st is None else v / st)
+        y_hat = torch.cat(coded, 1)  # round((y - mean) * step) + mean * step
         return y_hat * (exact_gain(m.y_gain_inv, t) if qmap is None else qmap.out_gain)

@@ -59,17 +59,17 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
         z = net.h_a(y * g) * zg
         med = eb._get_medians()
 
-    def entropy_params(zq):
-        scales, means = net.h_s(zq * zg_inv).chunk(2, 1)
-        return scales * step, means * step
+    def hyper_params(zq):
+        return net.h_s(zq * zg_inv).chunk(2, 1)
 
     if not refine_z:
         with torch.no_grad():
-            scales, means = entropy_params(torch.round(z - med) + med)
+            hs = hyper_params(torch.round(z - med) + med)
     gen = torch.Generator().manual_seed(seed)
     v = (y * g * step).clone().requires_grad_(True)  # the value the coder rounds, (y*g - mean)*step + mean*step
     u = z.clone().requires_grad_(refine_z)
     opt = torch.optim.Adam([v, u] if refine_z else [v], lr=lr)
+    gc = net.gaussian_conditional
     with torch.enable_grad():
         for i in range(steps):
             tau = max(TAU_START * math.exp(-TAU_DECAY * i / steps), TAU_END)
@@ -78,14 +78,26 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                 zq = soft_round(u - med, tau, gen) + med
                 z_lik = eb._likelihood(zq[0].reshape(zq.shape[1], 1, -1))[0]
                 bits = -torch.log2(z_lik.clamp_min(1e-9)).sum()
-                scales, means = entropy_params(zq)
-            yq = soft_round(v - means, tau, gen) + means
-            lik = net.gaussian_conditional._likelihood(yq, scales, means=means).clamp_min(1e-9)
+                hs = hyper_params(zq)
+            # Slice by slice (one slice without a channel context): each slice's parameters
+            # see the soft-rounded slices before it, as the decoder will see the rounded ones.
+            coded, prev = [], []
+            for k in range(net.n_slices):
+                sl = net.slice_channels(k)
+                st = step if step.shape[1] == 1 else step[:, sl]
+                scales, means = net.slice_params(hs, k, prev)
+                scales, means = scales * st, means * st
+                yq = soft_round(v[:, sl] - means, tau, gen) + means
+                lik = gc._likelihood(yq, scales, means=means).clamp_min(1e-9)
+                bits = bits - torch.log2(lik).sum()
+                coded.append(yq)
+                prev.append(yq / st)
+            yq = torch.cat(coded, 1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 x_hat = net.g_s(yq * out_gain)
             err = (x_hat.float()[:, :, :h, :w] - target) ** 2
             dist = (err * weight).mean() if weight is not None else err.mean()
-            loss = (bits - torch.log2(lik).sum()) / (h * w) + lam * 255 ** 2 * dist
+            loss = bits / (h * w) + lam * 255 ** 2 * dist
             opt.zero_grad()
             loss.backward()
             opt.step()
