@@ -36,7 +36,8 @@ EOF
 import torch
 from codec.zoo import load_model
 m = load_model()
-arch = {k: m.card["architecture"][k] for k in ("N", "M", "levels", "lmbda_min", "lmbda_max")}
+arch = {k: v for k, v in m.card["architecture"].items()
+        if k in ("N", "M", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
 torch.save({"model": m.net.state_dict(), "arch": arch, "step": m.card["training"]["steps"],
             "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", m.model_id, m.card["training"]["steps"], "steps")

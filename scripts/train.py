@@ -304,6 +304,8 @@ def main(argv=None) -> int:
         slices = args.slices or old.get("slices", 1)
         if slices > 1:
             arch["slices"] = slices
+            if "context_hidden" in old:
+                arch["context_hidden"] = old["context_hidden"]
     model = build_network(arch).to(dev).to(memory_format=torch.channels_last)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
