@@ -9,7 +9,7 @@
 # The device machine has torch but not compressai, and must not receive more than 64 MiB, so
 # `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there,
 # and the run starts from .burst/init.pt (`pack` writes the default model's weights there):
-# models/ (50 MB) does not fit beside it, so move models/ aside for the device call.
+# models/ (60 MB) does not fit beside it, so move models/ aside for the device call.
 # MS (default 320) lists latent widths trained side by side from that start, each >= its M
 # (scripts.train.widen_latent); each returns a weights-only checkpoint under $OUT/mM/, in parts
 # under 16 MiB (the transfer's per-file limit). A width with a "t" suffix (MS="320 320t") trains
@@ -34,11 +34,14 @@ EOF
     python3 -m pip download -q --no-deps --only-binary=:all: -d .burst/whl pytorch-msssim==1.0.0
     .venv/bin/python - <<'EOF'
 import torch
-from codec.zoo import load_model
+from safetensors.torch import load_file
+from codec.zoo import load_model, models_dir
 m = load_model()
 arch = {k: v for k, v in m.card["architecture"].items()
         if k in ("N", "M", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
-torch.save({"model": m.net.state_dict(), "arch": arch, "step": m.card["training"]["steps"],
+# The weights as shipped (transforms in bf16, codec.zoo.bf16_names): half the bytes of float32.
+state = load_file(str(models_dir() / f"{m.model_id}.safetensors"))
+torch.save({"model": state, "arch": arch, "step": m.card["training"]["steps"],
             "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", m.model_id, m.card["training"]["steps"], "steps")
 EOF
