@@ -10,7 +10,7 @@
 # `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there,
 # and the run starts from .burst/init.pt (`pack` writes the default model's weights there):
 # models/ (60 MB) does not fit beside it, so move models/ aside for the device call.
-# MS (default 320) lists latent widths trained side by side from that start, each >= its M
+# MS (default c320) lists variants trained side by side from that start, each width >= its M
 # (scripts.train.widen_latent); each returns a weights-only checkpoint under $OUT/mM/, in parts
 # under 16 MiB (the transfer's per-file limit). A width with a "t" suffix (MS="320 320t") trains
 # with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/; a "c" prefix
@@ -77,7 +77,7 @@ EOF
     # One training process per variant in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
-    for spec in ${MS:-320}; do
+    for spec in ${MS:-c320}; do
         m=${spec%t} text=0 slices=1
         [ "$spec" = "$m" ] || text=${TEXT:-0.3}
         [ "${m#c}" = "$m" ] || { m=${m#c}; slices=${SLICES:-5}; }
@@ -89,7 +89,7 @@ EOF
             >> "/tmp/run/m$spec.out" 2>&1 &
     done
     wait || true
-    for m in ${MS:-320}; do  # m: the width with its suffix
+    for m in ${MS:-c320}; do  # m: the width with its suffix
         mkdir -p "$OUT/m$m"
         tail -n 3 "/tmp/run/m$m.out"
         # At most 8 files come back: the log only where there is no checkpoint to bring.
