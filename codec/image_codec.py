@@ -72,7 +72,7 @@ class Encoder:
 
     levels: optional per-pixel ROI level map (codec.analysis); it is brought to the latent grid
     and travels in the ROI_MAP section. effort: REFINE_STEPS key; above 0 each encode refines
-    the latent for its quality (slow: about 0.33 s per step for 768x512 on 2 cores), with the
+    the latent for its quality (slow: about 0.4 s per step for 768x512 on 2 cores), with the
     error of text and face pixels weighted up when there is a level map (ROI_ERROR_BOOST).
     """
 
@@ -124,8 +124,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     included); they override `quality`. roi: "none", "auto" (faces, text, fine texture get finer
     quantisation, the background coarser), or a level mask (path or HxW array, see
     codec.analysis); roi_strength in [0, 3] scales how strongly. effort 0 (fast), 1 or 2 refines
-    the latent for this image (REFINE_STEPS): smaller files at the same quality, ~10 s (effort 1)
-    or ~33 s (effort 2) for 768x512 on 2 cores.
+    the latent for this image (REFINE_STEPS): smaller files at the same quality, ~16 s (effort 1)
+    or ~40 s (effort 2) for 768x512 on 2 cores.
     """
     if target_bpp is not None and target_size is not None:
         raise InputError("give at most one of target_bpp and target_size")
