@@ -196,7 +196,8 @@ class QuantMap(NamedTuple):
 class LatentCoder:
     """Turns a latent y into rANS strings and back, for one model and one rate parameter.
 
-    Holds the fixed-point twin of h_s, so building one costs a little; reuse it.
+    Holds the fixed-point twins of h_s and the context, and the CDF tables as lists, taken from
+    the model when built (after its update()), so building one costs a little; reuse it.
     """
 
     def __init__(self, model: GainHyperprior):
@@ -205,6 +206,10 @@ class LatentCoder:
         self.model = model
         self.h_s = FixedPointSequential(model.h_s)
         self.context = [FixedPointSequential(c) for c in getattr(model, "context", [])]
+        # The rANS coder takes its CDF tables as Python lists; convert them once, not per group.
+        gc = model.gaussian_conditional
+        self.tables = (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
+                       gc._offset.reshape(-1).int().tolist())
 
     def quant_map(self, levels: np.ndarray, t: float, offsets: Sequence[int] = (),
                   v1_multipliers: Sequence[int] | None = None) -> QuantMap:
@@ -246,11 +251,6 @@ class LatentCoder:
             scales, means = scales * st, means * st
         return m.gaussian_conditional.build_indexes(scales), means, st
 
-    def _tables(self):
-        gc = self.model.gaussian_conditional
-        return (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
-                gc._offset.reshape(-1).int().tolist())
-
     @torch.no_grad()
     def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None,
                  z: torch.Tensor | None = None) -> tuple[bytes, bytes]:
@@ -275,7 +275,7 @@ class LatentCoder:
             y_i = y[:, m.slice_channels(i)]
             symbols = gc.quantize(y_i if st is None else y_i * st, "symbols", means)
             enc.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).int().tolist(),
-                                    *self._tables())
+                                    *self.tables)
             # The decoder's value of this slice, computed as it will compute it.
             v = gc.dequantize(symbols, means)
             prev.append(v if st is None else v / st)
@@ -296,7 +296,7 @@ class LatentCoder:
         prev, coded = [], []
         for i in range(m.n_slices):
             indexes, means, st = self._slice_params(hs, i, prev, step)
-            symbols = dec.decode_stream(indexes.reshape(-1).int().tolist(), *self._tables())
+            symbols = dec.decode_stream(indexes.reshape(-1).int().tolist(), *self.tables)
             v = gc.dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(indexes.shape), means)
             coded.append(v)
             prev.append(v if st is None else v / st)
