@@ -122,7 +122,7 @@ class GainHyperprior(nn.Module):
         y_hats, y_likelihoods = [], []
         for i in range(self.n_slices):
             sl = self.slice_channels(i)
-            st = step if step.shape[1] == 1 else step[:, sl]
+            st = self.slice_step(step, i)
             scales, means = self.slice_params(hs, i, y_hats)
             # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
             _, lik = self.gaussian_conditional(y[:, sl] * st, scales * st, means=means * st)
@@ -141,6 +141,10 @@ class GainHyperprior(nn.Module):
     def slice_channels(self, i: int) -> slice:
         size = self.M // self.n_slices
         return slice(i * size, (i + 1) * size)
+
+    def slice_step(self, step: torch.Tensor, i: int) -> torch.Tensor:
+        """Slice i's part of a step map: one step for all channels ([B, 1, h, w]) or one per channel."""
+        return step if step.shape[1] == 1 else step[:, self.slice_channels(i)]
 
     def slice_params(self, hs: tuple[torch.Tensor, torch.Tensor], i: int, prev: list[torch.Tensor],
                      context=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +251,7 @@ class LatentCoder:
         scales, means = m.slice_params(hs, i, prev, context=self.context)
         st = None
         if step is not None:
-            st = step if step.shape[1] == 1 else step[:, m.slice_channels(i)]
+            st = m.slice_step(step, i)
             scales, means = scales * st, means * st
         return m.gaussian_conditional.build_indexes(scales), means, st
 

@@ -84,7 +84,7 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
             coded, prev = [], []
             for k in range(net.n_slices):
                 sl = net.slice_channels(k)
-                st = step if step.shape[1] == 1 else step[:, sl]
+                st = net.slice_step(step, k)
                 scales, means = net.slice_params(hs, k, prev)
                 scales, means = scales * st, means * st
                 yq = soft_round(v[:, sl] - means, tau, gen) + means
