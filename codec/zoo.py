@@ -119,6 +119,16 @@ def bf16_names(net: GainHyperprior) -> set[str]:
     return names
 
 
+def _write_weights(state: dict, half: set[str], weights: Path) -> str:
+    """Save state (the names in half as bf16) to weights atomically; return its sha256."""
+    state = {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
+             for k, v in state.items()}
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None = None,
            bf16_transforms: bool = True) -> Path:
     """Write weights (with freshly built CDF tables) and the card, sha256 included."""
@@ -126,15 +136,10 @@ def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     net.update(force=True)
     half = bf16_names(net) if bf16_transforms else set()
-    state = {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
-             for k, v in net.state_dict().items()}
     weights = out_dir / f"{model_id}.safetensors"
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights)
     card = dict(card)
     card["id"] = model_id
-    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card["sha256"] = _write_weights(net.state_dict(), half, weights)
     card["parameters"] = sum(v.numel() for k, v in net.state_dict().items()
                              if not any(k.endswith(b) for b in ("_quantized_cdf", "_offset", "_cdf_length")))
     (out_dir / f"{model_id}.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -153,12 +158,8 @@ def restore_bf16(model_id: str, out_dir: Path | None = None) -> Path:
     half = bf16_names(build_network(card["architecture"]))
     if all(state[k].dtype == torch.bfloat16 for k in half):
         return weights
-    state = {k: (v.to(torch.bfloat16) if k in half else v).contiguous() for k, v in state.items()}
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights)
     card["previous_sha256"] = card.get("previous_sha256", []) + [card["sha256"]]
-    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card["sha256"] = _write_weights(state, half, weights)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     _CACHE.pop(model_id, None)
     return weights
