@@ -1,26 +1,29 @@
 """Shipped models by name: models/<id>.safetensors + models/<id>.json (the model card).
 
 A file names its model by id and by the first 8 bytes of the weights' sha256; both must match
-an installed model. CODEC_MODELS points at another models folder.
+an installed model. CODEC_MODELS points at another models folder. Weights may be stored
+xz-compressed as <id>.safetensors.xz (session 9: keeps models/ near 60 MB with four models);
+the sha256 is always that of the uncompressed safetensors bytes, so compressing changes no id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from .errors import ModelNotAvailableError
 from .models.channel_context import GainChannelContext
 from .models.gain_hyperprior import GainHyperprior, LatentCoder
 
-DEFAULT_MODEL = "hpgc-n128m320"
+DEFAULT_MODEL = "hpgc-n128m320-2"
 _CACHE: dict[str, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 _CDF_BUFFERS = {
@@ -43,9 +46,24 @@ class LoadedModel:
     coder: LatentCoder
 
 
+def weights_path(model_id: str, d: Path | None = None) -> Path | None:
+    """models/<id>.safetensors, else its .xz twin, else None."""
+    d = Path(d or models_dir())
+    for p in (d / f"{model_id}.safetensors", d / f"{model_id}.safetensors.xz"):
+        if p.exists():
+            return p
+    return None
+
+
+def read_weights(path: Path) -> bytes:
+    """The safetensors bytes of a weights file, decompressed when it is .xz."""
+    raw = path.read_bytes()
+    return lzma.decompress(raw) if path.suffix == ".xz" else raw
+
+
 def available_models() -> list[str]:
     d = models_dir()
-    return sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.safetensors").exists())
+    return sorted(p.stem for p in d.glob("*.json") if weights_path(p.stem, d))
 
 
 def build_network(arch: dict) -> GainHyperprior:
@@ -64,14 +82,14 @@ def load_model(name: str | None = None) -> LoadedModel:
         if name in _CACHE:
             return _CACHE[name]
         d = models_dir()
-        weights, card_path = d / f"{name}.safetensors", d / f"{name}.json"
-        if not weights.exists() or not card_path.exists():
+        weights, card_path = weights_path(name, d), d / f"{name}.json"
+        if weights is None or not card_path.exists():
             raise ModelNotAvailableError(
                 f"model {name!r} is not available (installed: {', '.join(available_models()) or 'none'})")
-        raw = weights.read_bytes()
+        raw = read_weights(weights)
         card = json.loads(card_path.read_text())
         net = build_network(card["architecture"])
-        state = load_file(str(weights))
+        state = load(raw)
         for module_name, names in _CDF_BUFFERS.items():
             module = getattr(net, module_name)
             for b in names:
@@ -103,16 +121,22 @@ def find_model(model_id: str, weights_hash: bytes) -> LoadedModel:
     return lm
 
 
-def bf16_names(net: GainHyperprior) -> set[str]:
+def bf16_names(net: GainHyperprior, entropy: bool = False) -> set[str]:
     """Convolution weights and biases of g_a, h_a and g_s: stored as bfloat16, half the bytes.
 
     The three were trained under bf16 autocast, and g_s decodes under it, which rounds these
     very weights to bf16 on every call: storing them rounded changes no decoded pixel. g_a and
     h_a run in float32 when encoding, so their output moves a little, as it did in training.
-    The entropy-coding path (h_s, the context, gains, CDF tables) stays float32 and exact.
+    With entropy=True the entropy parameters' networks (h_s, the context) are stored rounded
+    too (session 9). Their decode stays exact: encoder and decoder widen the same stored
+    values and run them in fixed point; only the model itself is a hair different from the
+    trained one. Gains, the factorized prior and the CDF tables always stay float32.
     """
+    prefixes = ("g_a", "h_a", "g_s") + (("h_s", "context") if entropy else ())
     names = set()
-    for prefix in ("g_a", "h_a", "g_s"):
+    for prefix in prefixes:
+        if not hasattr(net, prefix):
+            continue
         for name, mod in getattr(net, prefix).named_modules():
             if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                 names |= {f"{prefix}.{name}.weight", f"{prefix}.{name}.bias"}
@@ -120,26 +144,48 @@ def bf16_names(net: GainHyperprior) -> set[str]:
 
 
 def _write_weights(state: dict, half: set[str], weights: Path) -> str:
-    """Save state (the names in half as bf16) to weights atomically; return its sha256."""
+    """Save state (the names in half as bf16) to weights atomically, xz-compressed when the name
+    ends in .xz; return the sha256 of the safetensors bytes."""
     state = {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
              for k, v in state.items()}
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp))
+    raw = save(state)
+    _store(raw, weights)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _store(raw: bytes, weights: Path) -> None:
+    """Write safetensors bytes to weights atomically, xz-compressed when its name ends in .xz."""
+    tmp = weights.with_name(weights.name + ".tmp")
+    tmp.write_bytes(lzma.compress(raw, preset=6) if weights.suffix == ".xz" else raw)  # 9e is no smaller here
     os.replace(tmp, weights)
-    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def compress(model_id: str, out_dir: Path | None = None) -> Path:
+    """Store an installed model's weights as <id>.safetensors.xz, in place; same sha256, same id."""
+    out_dir = Path(out_dir or models_dir())
+    src = weights_path(model_id, out_dir)
+    if src is None:
+        raise ModelNotAvailableError(f"model {model_id!r} is not installed in {out_dir}")
+    if src.suffix == ".xz":
+        return src
+    dst = src.with_name(src.name + ".xz")
+    _store(src.read_bytes(), dst)
+    src.unlink()
+    return dst
 
 
 def export(net: GainHyperprior, model_id: str, card: dict, out_dir: Path | None = None,
-           bf16_transforms: bool = True) -> Path:
+           bf16_transforms: bool = True, bf16_entropy: bool = False) -> Path:
     """Write weights (with freshly built CDF tables) and the card, sha256 included."""
     out_dir = Path(out_dir or models_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     net.update(force=True)
-    half = bf16_names(net) if bf16_transforms else set()
+    half = bf16_names(net, entropy=bf16_entropy) if bf16_transforms else set()
     weights = out_dir / f"{model_id}.safetensors"
     card = dict(card)
     card["id"] = model_id
     card["sha256"] = _write_weights(net.state_dict(), half, weights)
+    Path(f"{weights}.xz").unlink(missing_ok=True)  # an older compressed twin: the raw file now wins
     card["parameters"] = sum(v.numel() for k, v in net.state_dict().items()
                              if not any(k.endswith(b) for b in ("_quantized_cdf", "_offset", "_cdf_length")))
     (out_dir / f"{model_id}.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -152,9 +198,9 @@ def restore_bf16(model_id: str, out_dir: Path | None = None) -> Path:
     else, CDF tables included, is kept as stored; the old sha256 joins the card's
     previous_sha256, so files written with the old weights keep decoding."""
     out_dir = Path(out_dir or models_dir())
-    weights, card_path = out_dir / f"{model_id}.safetensors", out_dir / f"{model_id}.json"
+    weights, card_path = weights_path(model_id, out_dir), out_dir / f"{model_id}.json"
     card = json.loads(card_path.read_text())
-    state = load_file(str(weights))
+    state = load(read_weights(weights))
     half = bf16_names(build_network(card["architecture"]))
     if all(state[k].dtype == torch.bfloat16 for k in half):
         return weights

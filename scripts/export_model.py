@@ -1,6 +1,6 @@
 """Export a training checkpoint to models/<id>.safetensors + models/<id>.json (the model card).
 
-    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320] [--eval]
+    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320-2] [--bf16-entropy] [--eval]
 
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="models folder (default: models/)")
     ap.add_argument("--eval", action="store_true")
     ap.add_argument("--machine", default="2-core CPU, bf16 autocast on the transforms")
+    ap.add_argument("--bf16-entropy", action="store_true",
+                    help="also store h_s and the context as bf16 (codec.zoo.bf16_names): half the file")
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     args = ap.parse_args(argv)
 
@@ -56,7 +58,10 @@ def main(argv=None) -> int:
         },
         "quality_mapping": "t = quality / 100 interpolates the log-gains; lambda(t) log-spaced",
     }
-    out = zoo.export(net, args.id, card, Path(args.out) if args.out else None)
+    if args.bf16_entropy:
+        card["stored"] = "convolutions as bf16 (transforms and entropy parameters), the rest float32"
+    out = zoo.export(net, args.id, card, Path(args.out) if args.out else None,
+                     bf16_entropy=args.bf16_entropy)
     print(f"wrote {out}")
     if args.eval:
         from scripts.eval_codec import evaluate

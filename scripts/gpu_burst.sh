@@ -15,6 +15,8 @@
 # under 16 MiB (the transfer's per-file limit). A width with a "t" suffix (MS="320 320t") trains
 # with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/; a "c" prefix
 # (MS="320 c320") adds the channel-conditional context (SLICES groups, default 5), into $OUT/mcM/.
+# An "h" suffix (MS="c320 c320h") raises lambda_max to LMBDA_HI (default 1.0; others LMBDA_MAX,
+# default 0.36), the gains remapped by scripts.train.remap_gains, into $OUT/mcMh/.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -34,13 +36,13 @@ EOF
     python3 -m pip download -q --no-deps --only-binary=:all: -d .burst/whl pytorch-msssim==1.0.0
     .venv/bin/python - <<'EOF'
 import torch
-from safetensors.torch import load_file
-from codec.zoo import load_model, models_dir
+from safetensors.torch import load
+from codec.zoo import load_model, read_weights, weights_path
 m = load_model()
 arch = {k: v for k, v in m.card["architecture"].items()
         if k in ("N", "M", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
 # The weights as shipped (transforms in bf16, codec.zoo.bf16_names): half the bytes of float32.
-state = load_file(str(models_dir() / f"{m.model_id}.safetensors"))
+state = load(read_weights(weights_path(m.model_id)))
 torch.save({"model": state, "arch": arch, "step": m.card["training"]["steps"],
             "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", m.model_id, m.card["training"]["steps"], "steps")
@@ -73,17 +75,18 @@ EOF
         ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
     fi
     init=.burst/init.pt
-    [ -f "$init" ] || init=hpgc-n128m320  # a rehearsal here, with models/ in place
+    [ -f "$init" ] || init=hpgc-n128m320-2  # a rehearsal here, with models/ in place
     # One training process per variant in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
     for spec in ${MS:-c320}; do
-        m=${spec%t} text=0 slices=1
-        [ "$spec" = "$m" ] || text=${TEXT:-0.3}
+        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36}
+        [ "${m%h}" = "$m" ] || { m=${m%h}; lmax=${LMBDA_HI:-1.0}; }
+        [ "${m%t}" = "$m" ] || { m=${m%t}; text=${TEXT:-0.3}; }
         [ "${m#c}" = "$m" ] || { m=${m#c}; slices=${SLICES:-5}; }
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
-            --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "${LMBDA_MAX:-0.36}" \
+            --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
             --M "$m" --slices "$slices" --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
             --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
@@ -96,9 +99,14 @@ EOF
         [ -f "/tmp/run/m$m/last.pt" ] || { cp "/tmp/run/m$m.out" "$OUT/m$m/train.out"; continue; }
         RUN_DIR=/tmp/run/m$m DEST="$OUT/m$m" $PY - <<'EOF'
 import io, os, torch
+from codec.zoo import bf16_names, build_network
 run, out = os.environ["RUN_DIR"], os.environ["DEST"]
 ck = torch.load(f"{run}/last.pt", map_location="cpu", weights_only=False)
 keep = {k: ck[k] for k in ("model", "arch", "step", "wall_s", "args")}
+# Transforms as bf16, as shipped (codec.zoo.bf16_names): two context runs in float32 (2 x 36 MB)
+# broke the 64 MiB that comes back in session 9; this way each is ~27 MB.
+half = bf16_names(build_network(ck["arch"]))
+keep["model"] = {k: v.bfloat16() if k in half else v for k, v in keep["model"].items()}
 buf = io.BytesIO(); torch.save(keep, buf); raw = buf.getvalue()
 part = 15 << 20
 for i in range(0, len(raw), part):

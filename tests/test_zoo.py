@@ -10,6 +10,7 @@ import codec
 from codec import zoo
 from codec.errors import ModelNotAvailableError
 from codec.models.channel_context import GainChannelContext
+from conftest import psnr
 
 
 def test_a_context_model_round_trips_through_the_api_and_survives_bf16_storage(tmp_path, monkeypatch, small):
@@ -49,3 +50,54 @@ def test_bf16_storage_leaves_the_entropy_path_alone():
     assert "g_s.0.weight" in names and "g_a.6.bias" in names and "h_a.0.weight" in names
     assert not any(n.startswith(("h_s.", "context.", "entropy_bottleneck.", "gaussian_conditional."))
                    or "gain" in n or n.endswith(("beta", "gamma")) for n in names)
+
+
+def _tiny_context_model(tmp_path, model_id: str, **export_kw) -> None:
+    torch.manual_seed(0)
+    net = GainChannelContext(N=16, M=16, levels=4, lmbda_min=0.001, lmbda_max=0.1, slices=4, hidden=(8, 8))
+    with torch.no_grad():
+        for p in net.context.parameters():
+            p.normal_(0, 0.05)
+    arch = {"N": 16, "M": 16, "levels": 4, "lmbda_min": 0.001, "lmbda_max": 0.1, "slices": 4,
+            "context_hidden": [8, 8]}
+    zoo.export(net, model_id, {"architecture": arch, "training": {"steps": 0}}, tmp_path, **export_kw)
+
+
+def test_compressed_weights_keep_their_id_and_decode_the_same_pixels(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-xz")
+    raw = (tmp_path / "tiny-xz.safetensors").read_bytes()
+    data = codec.encode(small, quality=60, model="tiny-xz")
+    before = np.asarray(codec.decode(data))
+
+    out = zoo.compress("tiny-xz", tmp_path)
+    zoo._CACHE.pop("tiny-xz", None)
+    assert out.name == "tiny-xz.safetensors.xz" and not (tmp_path / "tiny-xz.safetensors").exists()
+    assert out.stat().st_size < len(raw)
+    assert zoo.read_weights(out) == raw and zoo.available_models() == ["tiny-xz"]
+    assert np.array_equal(np.asarray(codec.decode(data)), before)
+    assert codec.encode(small, quality=60, model="tiny-xz") == data
+    zoo._CACHE.pop("tiny-xz", None)
+
+
+def test_entropy_networks_stored_as_bf16_still_decode_exactly(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    net = GainChannelContext(N=16, M=16, levels=4, slices=4, hidden=(8, 8))
+    names = zoo.bf16_names(net, entropy=True)
+    assert {"h_s.4.weight", "context.1.0.weight", "g_s.0.weight"} <= names
+    assert not any(n.startswith(("entropy_bottleneck.", "gaussian_conditional.")) or "gain" in n for n in names)
+
+    _tiny_context_model(tmp_path, "tiny-bf16", bf16_entropy=True)
+    state = zoo.load(zoo.read_weights(tmp_path / "tiny-bf16.safetensors"))
+    assert state["h_s.4.weight"].dtype == torch.bfloat16 and state["y_gain"].dtype == torch.float32
+    # Encoder and decoder widen the same stored values, so the file decodes to what the same
+    # model with float32 entropy networks gives (a broken entropy decode gives noise), and a
+    # second encode writes the same bytes.
+    _tiny_context_model(tmp_path, "tiny-f32")
+    data = codec.encode(small, quality=60, model="tiny-bf16")
+    assert codec.encode(small, quality=60, model="tiny-bf16") == data
+    rounded = np.asarray(codec.decode(data))
+    exact = np.asarray(codec.decode(codec.encode(small, quality=60, model="tiny-f32")))
+    assert psnr(rounded, exact) > 40
+    for m in ("tiny-bf16", "tiny-f32"):
+        zoo._CACHE.pop(m, None)
