@@ -69,6 +69,7 @@ def available_models() -> list[str]:
 def build_network(arch: dict) -> GainHyperprior:
     """The network an architecture record (a card's or a checkpoint's) describes."""
     kw = {k: arch[k] for k in ("N", "M", "levels", "lmbda_min", "lmbda_max")}
+    kw["Na"] = arch.get("Na")  # g_a's width where it differs from N (session 9)
     if arch.get("slices", 1) > 1:
         return GainChannelContext(**kw, slices=arch["slices"],
                                   hidden=tuple(arch.get("context_hidden", GainChannelContext.HIDDEN)))

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
             "N": net.N, "M": net.M, "levels": net.levels,
             "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
+    if net.Na != net.N:
+        arch["Na"] = net.Na
     if net.n_slices > 1:
         arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
                         "context, fixed-point context networks)")

@@ -16,7 +16,8 @@
 # with synthetic text on a share TEXT (default 0.3) of the crops, into $OUT/mMt/; a "c" prefix
 # (MS="320 c320") adds the channel-conditional context (SLICES groups, default 5), into $OUT/mcM/.
 # An "h" suffix (MS="c320 c320h") raises lambda_max to LMBDA_HI (default 1.0; others LMBDA_MAX,
-# default 0.36), the gains remapped by scripts.train.remap_gains, into $OUT/mcMh/.
+# default 0.36), the gains remapped by scripts.train.remap_gains, into $OUT/mcMh/. An "a" suffix
+# widens g_a's hidden layers to NA (default 192; scripts.train.widen_analysis), into $OUT/mcMa/.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -80,14 +81,20 @@ EOF
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
     for spec in ${MS:-c320}; do
-        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36}
-        [ "${m%h}" = "$m" ] || { m=${m%h}; lmax=${LMBDA_HI:-1.0}; }
-        [ "${m%t}" = "$m" ] || { m=${m%t}; text=${TEXT:-0.3}; }
+        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na=
+        while :; do
+            case $m in
+                *h) m=${m%h}; lmax=${LMBDA_HI:-1.0} ;;
+                *t) m=${m%t}; text=${TEXT:-0.3} ;;
+                *a) m=${m%a}; na=${NA:-192} ;;
+                *) break ;;
+            esac
+        done
         [ "${m#c}" = "$m" ] || { m=${m#c}; slices=${SLICES:-5}; }
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
-            --M "$m" --slices "$slices" --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
+            --M "$m" --slices "$slices" ${na:+--Na "$na"} --warmup "${WARMUP:-0}" --seed "$m" --text "$text" \
             --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done

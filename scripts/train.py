@@ -224,6 +224,25 @@ def widen_latent(state: dict, model: GainHyperprior) -> dict:
     return state
 
 
+def widen_analysis(state: dict, model: GainHyperprior) -> dict:
+    """Grow g_a's hidden width to model.Na without changing what it computes.
+
+    New hidden channels take fresh weights from the layer before (so they carry signal at once)
+    and zero weights into every layer after, including the other new channels; their GDN rows
+    and columns start at zero outside the diagonal, so the old channels' normalisation ignores
+    them. Training then grows the zero weights from the new channels' gradients. Unlike new
+    latent channels (widen_latent), hidden ones cost no bits, so nothing pushes them back off.
+    """
+    fresh = model.state_dict()
+    for name in [k for k in fresh if k.startswith("g_a.")]:
+        old, w = state[name], fresh[name].clone()
+        if w.ndim == 4:  # conv [out, in, k, k]
+            w[:, old.shape[1]:] = 0
+        w[tuple(slice(0, n) for n in old.shape)] = old  # biases, GDN beta [C] and gamma [C, C] too
+        state[name] = w
+    return state
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "main"))
@@ -243,6 +262,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--N", type=int, default=128)
     ap.add_argument("--M", type=int, default=None, help="latent width (default: --init's, else 192)")
+    ap.add_argument("--Na", type=int, default=None,
+                    help="g_a's hidden width (default: --init's, else N); a wider one than --init's "
+                         "is grown from it (widen_analysis)")
     ap.add_argument("--levels", type=int, default=9)
     ap.add_argument("--slices", type=int, default=None,
                     help="channel groups of the channel-conditional context, 1 for none "
@@ -301,6 +323,9 @@ def main(argv=None) -> int:
         old = init[1] if init else {}
         arch = {"N": args.N, "M": args.M or old.get("M", 192), "levels": args.levels,
                 "lmbda_min": args.lmbda_min, "lmbda_max": args.lmbda_max}
+        na = args.Na or old.get("Na") or args.N
+        if na != args.N:
+            arch["Na"] = na
         slices = args.slices or old.get("slices", 1)
         if slices > 1:
             arch["slices"] = slices
@@ -333,6 +358,13 @@ def main(argv=None) -> int:
             state = remap_gains(state, old_arch, model)
         if old_arch["N"] != arch["N"] or old_arch["M"] > arch["M"]:
             raise SystemExit("train: --init can only widen M (same N, larger or equal M)")
+        old_na, na = old_arch.get("Na", old_arch["N"]), arch.get("Na", arch["N"])
+        if old_na > na:
+            raise SystemExit("train: --init cannot narrow g_a (--Na)")
+        if old_na < na and old_arch["M"] < arch["M"]:
+            raise SystemExit("train: widen g_a (--Na) and the latent (--M) one run at a time")
+        if old_na < na:
+            state = widen_analysis(state, model)
         if old_arch["M"] < arch["M"]:
             if old_arch.get("slices", 1) > 1:
                 raise SystemExit("train: --init cannot widen a model with a channel context")

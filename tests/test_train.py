@@ -111,3 +111,46 @@ def test_training_adds_a_channel_context_to_a_hyperprior_and_resumes(tmp_path):
     assert any(k.startswith("context.") for k in ck["model"])
     assert main(common + ["--steps", "103"]) == 0  # resumes the checkpoint, context and all
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 103
+
+
+def test_widening_the_analysis_keeps_the_latent_and_lets_new_channels_learn():
+    from scripts.train import widen_analysis
+
+    torch.manual_seed(0)
+    old = GainHyperprior(N=16, M=16, levels=4).eval()
+    with torch.no_grad():  # a trained-looking GDN: cross terms between channels
+        for gdn in (old.g_a[1], old.g_a[3], old.g_a[5]):
+            gdn.gamma.add_(torch.rand_like(gdn.gamma) * 0.05)
+    wide = GainHyperprior(N=16, M=16, levels=4, Na=24)
+    assert wide.g_a[0].weight.shape[0] == 24 and wide.g_s[0].weight.shape[1] == 16
+    wide.load_state_dict(widen_analysis({k: v.clone() for k, v in old.state_dict().items()}, wide))
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(old.g_a(x), wide.g_a(x), atol=1e-5)
+    # The new channels carry signal, and the zero weights out of them get a gradient.
+    assert wide.g_a[:2](x)[:, 16:].abs().sum() > 0
+    wide.g_a(x).square().sum().backward()
+    assert wide.g_a[2].weight.grad[:, 16:].abs().sum() > 0
+
+
+def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_path):
+    from PIL import Image
+
+    from codec.zoo import build_network
+    from scripts.train import main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "prepared" / "train"
+    data.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(data / "p.png")
+    arch = {"N": 16, "M": 16, "levels": 9, "lmbda_min": 0.0004, "lmbda_max": 0.36}
+    init = tmp_path / "init.pt"
+    torch.save({"model": GainHyperprior(**arch).state_dict(), "arch": arch, "step": 100}, init)
+    run = tmp_path / "run"
+    assert main(["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", "--Na", "24",
+                 "--batch", "2", "--crop", "64", "--device", "cpu", "--threads", "1",
+                 "--init", str(init), "--steps", "101"]) == 0
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["arch"]["Na"] == 24 and ck["step"] == 101
+    net = build_network(ck["arch"])
+    net.load_state_dict(ck["model"])
+    assert net.g_a[2].weight.shape[:2] == (24, 24) and net.h_a[0].weight.shape[0] == 16

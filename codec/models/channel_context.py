@@ -22,8 +22,9 @@ class GainChannelContext(GainHyperprior):
     HIDDEN = (96, 64)  # widths of the context networks' two hidden layers
 
     def __init__(self, N: int = 128, M: int = 320, levels: int = 9, lmbda_min: float = 0.0004,
-                 lmbda_max: float = 0.36, slices: int = 5, hidden: tuple[int, int] = HIDDEN):
-        super().__init__(N, M, levels, lmbda_min, lmbda_max)
+                 lmbda_max: float = 0.36, slices: int = 5, hidden: tuple[int, int] = HIDDEN,
+                 Na: int | None = None):
+        super().__init__(N, M, levels, lmbda_min, lmbda_max, Na)
         self.hidden = tuple(hidden)
         if M % slices:
             raise ValueError(f"M={M} is not a multiple of slices={slices}")

@@ -38,13 +38,16 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
 
 class GainHyperprior(nn.Module):
     def __init__(self, N: int = 128, M: int = 192, levels: int = 6,
-                 lmbda_min: float = 0.0016, lmbda_max: float = 0.10):
+                 lmbda_min: float = 0.0016, lmbda_max: float = 0.10, Na: int | None = None):
         super().__init__()
-        self.N, self.M, self.levels = N, M, levels
+        # Na: g_a's hidden width, N unless set. A wider analysis costs encode time only;
+        # g_s, h_a, h_s and so the decoder keep width N.
+        self.N, self.M, self.levels, self.Na = N, M, levels, Na or N
         self.lmbda_min, self.lmbda_max = lmbda_min, lmbda_max
 
+        Na = self.Na
         self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+            conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
