@@ -1,4 +1,4 @@
-"""codec.zoo: building networks from cards, bf16 storage of the transforms, old weight hashes."""
+"""codec.zoo: building networks from cards, bf16 and xz storage of the weights, old weight hashes."""
 
 import json
 
@@ -13,8 +13,7 @@ from codec.models.channel_context import GainChannelContext
 from conftest import psnr
 
 
-def test_a_context_model_round_trips_through_the_api_and_survives_bf16_storage(tmp_path, monkeypatch, small):
-    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+def _tiny_context_model(tmp_path, model_id: str, **export_kw) -> None:
     torch.manual_seed(0)
     net = GainChannelContext(N=16, M=16, levels=4, lmbda_min=0.001, lmbda_max=0.1, slices=4, hidden=(8, 8))
     with torch.no_grad():
@@ -22,8 +21,12 @@ def test_a_context_model_round_trips_through_the_api_and_survives_bf16_storage(t
             p.normal_(0, 0.05)
     arch = {"N": 16, "M": 16, "levels": 4, "lmbda_min": 0.001, "lmbda_max": 0.1, "slices": 4,
             "context_hidden": [8, 8]}
-    zoo.export(net, "tiny-ctx", {"architecture": arch, "training": {"steps": 0}}, tmp_path,
-               bf16_transforms=False)
+    zoo.export(net, model_id, {"architecture": arch, "training": {"steps": 0}}, tmp_path, **export_kw)
+
+
+def test_a_context_model_round_trips_through_the_api_and_survives_bf16_storage(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-ctx", bf16_transforms=False)
     data = codec.encode(small, quality=60, model="tiny-ctx")
     before = np.asarray(codec.decode(data))
     assert before.shape == (45, 67, 3)
@@ -50,17 +53,6 @@ def test_bf16_storage_leaves_the_entropy_path_alone():
     assert "g_s.0.weight" in names and "g_a.6.bias" in names and "h_a.0.weight" in names
     assert not any(n.startswith(("h_s.", "context.", "entropy_bottleneck.", "gaussian_conditional."))
                    or "gain" in n or n.endswith(("beta", "gamma")) for n in names)
-
-
-def _tiny_context_model(tmp_path, model_id: str, **export_kw) -> None:
-    torch.manual_seed(0)
-    net = GainChannelContext(N=16, M=16, levels=4, lmbda_min=0.001, lmbda_max=0.1, slices=4, hidden=(8, 8))
-    with torch.no_grad():
-        for p in net.context.parameters():
-            p.normal_(0, 0.05)
-    arch = {"N": 16, "M": 16, "levels": 4, "lmbda_min": 0.001, "lmbda_max": 0.1, "slices": 4,
-            "context_hidden": [8, 8]}
-    zoo.export(net, model_id, {"architecture": arch, "training": {"steps": 0}}, tmp_path, **export_kw)
 
 
 def test_compressed_weights_keep_their_id_and_decode_the_same_pixels(tmp_path, monkeypatch, small):
