@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", action="store_true")
     ap.add_argument("--machine", default="2-core CPU, bf16 autocast on the transforms")
     ap.add_argument("--bf16-entropy", action="store_true",
-                    help="also store h_s and the context as bf16 (codec.zoo.bf16_names): half the file")
+                    help="also store h_s and the context as bf16 (codec.zoo.bf16_names): 26.8 -> 19.0 MB for hpgc")
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     args = ap.parse_args(argv)
 

@@ -41,7 +41,7 @@ from safetensors.torch import load
 from codec.zoo import load_model, read_weights, weights_path
 m = load_model()
 arch = {k: v for k, v in m.card["architecture"].items()
-        if k in ("N", "M", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
+        if k in ("N", "M", "Na", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
 # The weights as shipped (transforms in bf16, codec.zoo.bf16_names): half the bytes of float32.
 state = load(read_weights(weights_path(m.model_id)))
 torch.save({"model": state, "arch": arch, "step": m.card["training"]["steps"],
@@ -111,7 +111,7 @@ run, out = os.environ["RUN_DIR"], os.environ["DEST"]
 ck = torch.load(f"{run}/last.pt", map_location="cpu", weights_only=False)
 keep = {k: ck[k] for k in ("model", "arch", "step", "wall_s", "args")}
 # Transforms as bf16, as shipped (codec.zoo.bf16_names): two context runs in float32 (2 x 36 MB)
-# broke the 64 MiB that comes back in session 9; this way each is ~27 MB.
+# broke the 64 MiB that comes back in session 9; this way each is 26 MB (29 MB with NA=192).
 half = bf16_names(build_network(ck["arch"]))
 keep["model"] = {k: v.bfloat16() if k in half else v for k, v in keep["model"].items()}
 buf = io.BytesIO(); torch.save(keep, buf); raw = buf.getvalue()
