@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from .errors import ModelNotAvailableError
@@ -87,10 +88,13 @@ def load_model(name: str | None = None) -> LoadedModel:
         if weights is None or not card_path.exists():
             raise ModelNotAvailableError(
                 f"model {name!r} is not available (installed: {', '.join(available_models()) or 'none'})")
-        raw = read_weights(weights)
         card = json.loads(card_path.read_text())
         net = build_network(card["architecture"])
-        state = load(raw)
+        try:
+            raw = read_weights(weights)
+            state = load(raw)
+        except (lzma.LZMAError, SafetensorError) as e:  # a truncated or damaged install
+            raise ModelNotAvailableError(f"model {name!r}: {weights.name} is damaged ({e})") from None
         for module_name, names in _CDF_BUFFERS.items():
             module = getattr(net, module_name)
             for b in names:

@@ -93,3 +93,15 @@ def test_entropy_networks_stored_as_bf16_still_decode_exactly(tmp_path, monkeypa
     assert psnr(rounded, exact) > 40
     for m in ("tiny-bf16", "tiny-f32"):
         zoo._CACHE.pop(m, None)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_damaged_weights_file_is_a_clear_error(tmp_path, monkeypatch, compressed):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-bad")
+    if compressed:
+        zoo.compress("tiny-bad", tmp_path)
+    weights = zoo.weights_path("tiny-bad", tmp_path)
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelNotAvailableError, match="damaged"):
+        zoo.load_model("tiny-bad")
