@@ -40,11 +40,10 @@ import torch
 from safetensors.torch import load
 from codec.zoo import load_model, read_weights, weights_path
 m = load_model()
-arch = {k: v for k, v in m.card["architecture"].items()
-        if k in ("N", "M", "Na", "levels", "lmbda_min", "lmbda_max", "slices", "context_hidden")}
-# The weights as shipped (transforms in bf16, codec.zoo.bf16_names): half the bytes of float32.
+# The weights as shipped (convolutions in bf16, codec.zoo.bf16_names), and the card's whole
+# architecture record: train.py reads only the keys it knows, as codec.zoo.build_network does.
 state = load(read_weights(weights_path(m.model_id)))
-torch.save({"model": state, "arch": arch, "step": m.card["training"]["steps"],
+torch.save({"model": state, "arch": m.card["architecture"], "step": m.card["training"]["steps"],
             "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", m.model_id, m.card["training"]["steps"], "steps")
 EOF
