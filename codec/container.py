@@ -13,7 +13,7 @@ from enum import IntEnum
 from .errors import CorruptFileError, FormatError, ImageTooLargeError, UnsupportedError
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 3  # 3: ROI_MAP levels context-coded (2: zlib; 1: scalar step multipliers per level)
+FORMAT_VERSION = 4  # 4: header flag GRAY; 3: ROI_MAP levels context-coded (2: zlib; 1: scalar steps)
 EXTENSION = ".lic"
 MAX_SIDE = 65535
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -29,6 +29,10 @@ class Section(IntEnum):
     VIDEO_FRAME = 0x06
     DECODER_HINTS = 0x81
 
+
+# Header flags (format version 4 on; earlier files carry 0).
+FLAG_GRAY = 0x01  # the source's colour planes are equal: decode outputs their mean in each
+KNOWN_FLAGS = FLAG_GRAY
 
 KNOWN_V1 = {Section.HYPER, Section.LATENT, Section.ALPHA, Section.ROI_MAP}
 
@@ -56,6 +60,8 @@ class Header:
             raise FormatError(f"invalid quality {self.quality}")
         if not 1 <= self.version <= FORMAT_VERSION:
             raise FormatError(f"invalid format version {self.version}")
+        if not 0 <= self.flags <= 0xFF or self.flags & ~KNOWN_FLAGS:
+            raise FormatError(f"unknown header flags 0x{self.flags:02x}")
         if len(self.weights_hash) != 8 or not self.model_id.isascii() or not 0 < len(self.model_id) < 256:
             raise FormatError("invalid model id or weights hash")
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import analysis, container, image_io
-from .container import DEFAULT_MAX_PIXELS, Container, Header, Section
+from .container import DEFAULT_MAX_PIXELS, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
 from .models.latent_refine import refine_latent
 from .rate_control import search_quality
@@ -102,10 +102,14 @@ class Encoder:
         y, z = self.y, None
         if refine and self.refine_steps:
             y, z = refine_latent(self.model.net, self.x, y, t, (self.src.height, self.src.width),
-                                 self.refine_steps, qmap, self.weight, bf16=SYNTH_BF16)
+                                 self.refine_steps, qmap, self.weight, bf16=SYNTH_BF16,
+                                 gray=self.src.gray)
         z_str, y_str = coder.compress(y, t, qmap, z=z)
+        # Grayscale sources (channels 1) decode to the planes' mean anyway; the flag says so for
+        # RGB(A) sources whose planes are equal.
+        flags = FLAG_GRAY if self.src.gray and self.src.channels != 1 else 0
         header = Header(self.model.model_id, self.model.weights_hash, self.src.width,
-                        self.src.height, self.src.channels, self.src.bit_depth, quality)
+                        self.src.height, self.src.channels, self.src.bit_depth, quality, flags)
         sections = {Section.HYPER: z_str, Section.LATENT: y_str}
         if self.alpha is not None:
             sections[Section.ALPHA] = self.alpha
@@ -186,7 +190,7 @@ def decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Im
     alpha = None
     if c.header.channels == 4:
         alpha = image_io.decode_alpha(c.sections[Section.ALPHA], c.header.width, c.header.height)
-    return image_io.to_pil(rgb, alpha, c.header.channels)
+    return image_io.to_pil(rgb, alpha, c.header.channels, bool(c.header.flags & FLAG_GRAY))
 
 
 def read_info(data: bytes) -> dict:
@@ -203,6 +207,7 @@ def read_info(data: bytes) -> dict:
         "width": h.width,
         "height": h.height,
         "channels": h.channels,
+        "gray": h.channels == 1 or bool(h.flags & FLAG_GRAY),
         "bit_depth": h.bit_depth,
         "quality": h.quality,
         "bytes": len(data),

@@ -6,6 +6,8 @@ plane, and what to give back on decode (channels 1/3/4). Policies (see README):
 - 16-bit input (PNG/TIFF I;16, uint16 arrays) is rounded to 8 bits (v / 257); the header keeps
   bit_depth = 16 to say so, and the decoded image is 8-bit.
 - Grayscale (L, 1, I, I;16, F) is coded through the RGB model with R = G = B and decoded as "L".
+- RGB(A) whose three planes are equal is `gray` too: it decodes as RGB(A) with equal planes, each
+  the mean of the decoded ones, so the model's small colour errors are averaged away.
 - Alpha (RGBA, LA, PA, P with transparency) is kept losslessly in its own section; LA decodes as RGBA.
 """
 
@@ -29,6 +31,7 @@ class SourceImage:
     alpha: np.ndarray | None  # H x W uint8
     channels: int  # 1, 3 or 4: what decode returns
     bit_depth: int  # 8 or 16: the source's
+    gray: bool = False  # the three planes are equal (always so when channels == 1)
 
     @property
     def width(self) -> int:
@@ -54,6 +57,18 @@ def _check_size(w: int, h: int, max_pixels: int | None) -> None:
             "(raise it with max_pixels / --max-pixels)")
 
 
+def _equal_planes(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2]))
+
+
+def _color(rgb: np.ndarray, alpha: np.ndarray | None, depth: int) -> SourceImage:
+    return SourceImage(rgb, alpha, 4 if alpha is not None else 3, depth, _equal_planes(rgb))
+
+
+def _gray(a8: np.ndarray, depth: int) -> SourceImage:
+    return SourceImage(np.repeat(a8[:, :, None], 3, axis=2), None, 1, depth, True)
+
+
 def from_array(a: np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SourceImage:
     if not isinstance(a, np.ndarray):
         raise InputError(f"expected a numpy array, got {type(a).__name__}")
@@ -69,10 +84,9 @@ def from_array(a: np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> So
     else:
         raise InputError(f"array dtype must be uint8 or uint16, got {a.dtype}")
     if a.ndim == 2:
-        return SourceImage(np.repeat(a[:, :, None], 3, axis=2), None, 1, depth)
-    rgb = np.ascontiguousarray(a[:, :, :3])
+        return _gray(a, depth)
     alpha = np.ascontiguousarray(a[:, :, 3]) if a.shape[2] == 4 else None
-    return SourceImage(rgb, alpha, 4 if alpha is not None else 3, depth)
+    return _color(np.ascontiguousarray(a[:, :, :3]), alpha, depth)
 
 
 def from_pil(img: Image.Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SourceImage:
@@ -86,19 +100,17 @@ def from_pil(img: Image.Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> S
         a = np.asarray(img, dtype=np.int64)
         depth = 16 if mode.startswith("I;16") or a.max(initial=0) > 255 else 8
         a8 = _to8(np.clip(a, 0, 65535)) if depth == 16 else np.clip(a, 0, 255).astype(np.uint8)
-        return SourceImage(np.repeat(a8[:, :, None], 3, axis=2), None, 1, depth)
+        return _gray(a8, depth)
     if mode == "F":
-        a = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return SourceImage(np.repeat(a[:, :, None], 3, axis=2), None, 1, 8)
+        return _gray(np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8), 8)
     if mode in ("1", "L"):
-        a = np.asarray(img.convert("L"))
-        return SourceImage(np.repeat(a[:, :, None], 3, axis=2), None, 1, 8)
+        return _gray(np.asarray(img.convert("L")), 8)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in img.info)
     if has_alpha:
         a = np.asarray(img.convert("RGBA"))
-        return SourceImage(np.ascontiguousarray(a[:, :, :3]), np.ascontiguousarray(a[:, :, 3]), 4, 8)
-    return SourceImage(np.asarray(img.convert("RGB")), None, 3, 8)
+        return _color(np.ascontiguousarray(a[:, :, :3]), np.ascontiguousarray(a[:, :, 3]), 8)
+    return _color(np.asarray(img.convert("RGB")), None, 8)
 
 
 def load(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SourceImage:
@@ -125,10 +137,13 @@ def load(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SourceImage:
         raise ImageTooLargeError(str(e)) from None
 
 
-def to_pil(rgb: np.ndarray, alpha: np.ndarray | None, channels: int) -> Image.Image:
-    if channels == 1:
-        gray = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
-        return Image.fromarray(gray, "L")
+def to_pil(rgb: np.ndarray, alpha: np.ndarray | None, channels: int, gray: bool = False) -> Image.Image:
+    """The decoded planes as the source's kind of image; gray (or channels 1): the planes' mean."""
+    if channels == 1 or gray:
+        mean = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        if channels == 1:
+            return Image.fromarray(mean, "L")
+        rgb = np.repeat(mean[:, :, None], 3, axis=2)
     if channels == 4:
         return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     return Image.fromarray(rgb, "RGB")

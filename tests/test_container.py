@@ -75,8 +75,25 @@ def _refresh_header_crc(data: bytearray, header_end: int) -> bytes:
 def test_newer_version_names_versions():
     data = bytearray(make())
     data[4] = container.FORMAT_VERSION + 1
-    with pytest.raises(UnsupportedError, match=r"version 4 is newer .*supports \(3\)"):
+    v = container.FORMAT_VERSION
+    with pytest.raises(UnsupportedError, match=rf"version {v + 1} is newer .*supports \({v}\)"):
         container.unpack(bytes(data))
+
+
+def test_gray_flag_round_trips_and_unknown_flags_are_refused():
+    def with_flags(flags):
+        h = Header("m", b"\0" * 8, 8, 8, 3, 8, 50, flags)
+        return Container(h, {Section.HYPER: b"a", Section.LATENT: b"b"})
+
+    assert container.unpack(container.pack(with_flags(container.FLAG_GRAY))).header.flags == container.FLAG_GRAY
+    with pytest.raises(FormatError, match="unknown header flags 0x02"):
+        container.pack(with_flags(0x02))
+    # A file that claims a flag this decoder does not know is refused, not decoded wrongly.
+    data = bytearray(container.pack(with_flags(0)))
+    end = len(container.header_bytes(with_flags(0).header)) - 4
+    data[end - 1] = 0x80
+    with pytest.raises(FormatError, match="unknown header flags 0x80"):
+        container.unpack(_refresh_header_crc(data, end))
 
 
 def test_unknown_critical_section_refused_ancillary_skipped():

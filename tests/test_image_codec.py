@@ -47,6 +47,23 @@ def test_grayscale_decodes_as_grayscale(photo):
     assert psnr(g, out) > 25
 
 
+def test_rgb_with_equal_planes_decodes_to_their_mean(photo):
+    g = photo.convert("L").convert("RGB")
+    data = codec.encode(g, quality=50)
+    info = codec.read_info(data)
+    assert info["channels"] == 3 and info["gray"] and info["format_version"] == container.FORMAT_VERSION
+    out = np.asarray(codec.decode(data))
+    assert out.shape == (300, 451, 3) and (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    # The same latent as the grayscale image's: only the header differs.
+    assert container.unpack(data).sections == container.unpack(codec.encode(photo.convert("L"), quality=50)).sections
+    # Without the flag the model's colour errors stay; their mean is closer to the source.
+    c = container.unpack(data)
+    c.header.flags = 0
+    plain = codec.decode(container.pack(c))
+    assert not (np.asarray(plain)[..., 0] == np.asarray(plain)[..., 2]).all()
+    assert psnr(g, out) > psnr(g, plain) + 0.1
+
+
 def test_rgba_alpha_is_lossless(small):
     rgba = small.convert("RGBA")
     alpha = np.random.default_rng(1).integers(0, 256, (small.height, small.width), dtype=np.uint8)
@@ -156,8 +173,11 @@ def test_decode_identical_across_thread_counts(photo):
     assert one == two == codec.decode(data).tobytes()
 
 
-def test_effort_refines_the_latent_for_a_lower_rd_cost(photo):
+@pytest.mark.parametrize("gray", [False, True])  # gray: the error refined is that of the planes' mean
+def test_effort_refines_the_latent_for_a_lower_rd_cost(photo, gray):
     img = photo.crop((150, 60, 278, 156))  # 128x96: the refinement must ignore the padding
+    if gray:
+        img = img.convert("L").convert("RGB")
     ref = np.asarray(img, dtype=np.float64)
     lam = codec.load_model().net.lmbda(torch.tensor([0.5])).item()
 

@@ -86,3 +86,22 @@ def test_pixel_limit():
 def test_alpha_codec_lossless():
     a = np.random.default_rng(0).integers(0, 256, (13, 17), dtype=np.uint8)
     assert np.array_equal(image_io.decode_alpha(image_io.encode_alpha(a), 17, 13), a)
+
+
+def test_equal_planes_are_gray_and_decode_to_their_mean():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, (4, 6), dtype=np.uint8)
+    assert image_io.load(np.dstack([g, g, g])).gray
+    assert image_io.load(Image.fromarray(np.dstack([g, g, g, g]), "RGBA")).gray
+    assert image_io.load(g).gray  # channels 1
+    color = np.dstack([g, g, g])
+    color[0, 0, 2] ^= 1
+    assert not image_io.load(color).gray
+    # Decoded planes that drifted apart come back equal, each their rounded mean.
+    rgb = np.dstack([g, g, g]).astype(np.int16)
+    rgb[..., 0] += 3
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    out = np.asarray(image_io.to_pil(rgb, None, 3, gray=True))
+    assert out.shape == (4, 6, 3) and (out[..., 0] == out[..., 2]).all()
+    assert (out[..., 1] == np.round(rgb.astype(np.float32).mean(2))).all()
+    assert np.array_equal(np.asarray(image_io.to_pil(rgb, None, 3)), rgb)

@@ -40,6 +40,32 @@ def test_refine_lowers_the_training_loss_it_optimises():
     assert loss(y2) < loss(y)
 
 
+def test_gray_refinement_optimises_the_error_of_the_planes_mean():
+    import numpy as np
+    from PIL import Image
+
+    import codec
+    from conftest import ASSETS
+
+    lm = codec.load_model()  # a random net's colour errors are too weak to tell the two apart
+    net, t = lm.net, 0.2
+    crop = Image.open(ASSETS / "chelsea.png").convert("L").crop((150, 60, 214, 124))
+    x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255)[None, None].expand(1, 3, 64, 64)
+    lam = net.lmbda(torch.tensor([t])).item()
+
+    def cost(y, z):  # real rANS bytes; the decoder's output for a gray file is the planes' mean
+        z_str, y_str = lm.coder.compress(y, t, z=z)
+        x_hat = net.g_s(lm.coder.decompress(z_str, y_str, (1, 1), t)).mean(1, keepdim=True)
+        return 8 * (len(z_str) + len(y_str)) / 64 ** 2 + lam * 255 ** 2 * ((x_hat - x) ** 2).mean().item()
+
+    with torch.no_grad():
+        y = net.g_a(x)
+    rgb = refine_latent(net, x, y, t, (64, 64), steps=30)
+    gray = refine_latent(net, x, y, t, (64, 64), steps=30, gray=True)
+    with torch.no_grad():
+        assert cost(*gray) < cost(*rgb)
+
+
 def test_joint_refinement_codes_through_the_real_coder_for_fewer_bits_and_less_error():
     from codec.models.gain_hyperprior import LatentCoder
 

@@ -35,7 +35,7 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                   size: tuple[int, int], steps: int, qmap: QuantMap | None = None,
                   weight: torch.Tensor | None = None, lr: float = DEFAULT_LR,
                   seed: int = 0, refine_z: bool = False,
-                  bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  bf16: bool = False, gray: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine g_a's latent y (ungained, [1, M, h, w]) of the padded image x for rate t.
 
     size: (height, width) of the real image inside the padding; only those pixels count.
@@ -44,7 +44,8 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
     lambda's meaning). refine_z: refine the hyper-latent too (its bits and the entropy
     parameters it gives join the loss); by default it stays h_a's of g_a's latent, which
     measured as well (-9.9% against -9.6% BD-rate on the eval crops, docs/training.md).
-    bf16: run g_s under bfloat16 autocast (CPU), as the decoder does.
+    bf16: run g_s under bfloat16 autocast (CPU), as the decoder does. gray: the image's planes
+    are equal and the decoder outputs their mean (image_io), so the error is the mean's.
     Returns (y, z) for LatentCoder.compress(y, t, qmap, z=z).
     """
     h, w = size
@@ -95,7 +96,10 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
             yq = torch.cat(coded, 1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 x_hat = net.g_s(yq * out_gain)
-            err = (x_hat.float()[:, :, :h, :w] - target) ** 2
+            x_hat = x_hat.float()[:, :, :h, :w]
+            if gray:
+                x_hat = x_hat.mean(1, keepdim=True)
+            err = (x_hat - target) ** 2
             dist = (err * weight).mean() if weight is not None else err.mean()
             loss = bits / (h * w) + lam * 255 ** 2 * dist
             opt.zero_grad()
