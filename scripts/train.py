@@ -40,6 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GAIN_PARAMS = ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv")
 
 
+def encoder_side(name: str) -> bool:
+    """A parameter only the encoder uses (--encoder-only): y_gain is not one, as the decoder reads
+    it for ROI step ratios (LatentCoder.quant_map)."""
+    return name.startswith(("g_a.", "h_a.")) or name == "z_gain"
+
+
 def load_images(folder: Path, min_side: int = 0) -> list[torch.Tensor]:
     files = sorted(p for p in folder.glob("*") if p.suffix in (".png", ".webp"))
     if not files:
@@ -283,6 +289,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--val-every", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoder-only", action="store_true",
+                    help="train only what the decoder never runs (g_a, h_a, z_gain): the decoder's "
+                         "weights stay bit for bit those of --init")
     ap.add_argument("--init", default=None, metavar="MODEL_ID|FILE",
                     help="with no checkpoint in --run: start from a shipped model's weights "
                          "(models/MODEL_ID.safetensors) or a checkpoint file; optimiser starts fresh")
@@ -332,16 +341,21 @@ def main(argv=None) -> int:
             if "context_hidden" in old:
                 arch["context_hidden"] = old["context_hidden"]
     model = build_network(arch).to(dev).to(memory_format=torch.channels_last)
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    if args.encoder_only:
+        for n, p in model.named_parameters():
+            p.requires_grad_(encoder_side(n))
+    main_params = [p for n, p in model.named_parameters()
+                   if p.requires_grad and not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr) if aux_params else None
     step, wall = 0, 0.0
     if ck is not None:
         model.load_state_dict(ck["model"])
         if "opt" in ck:  # checkpoints brought back from a GPU burst carry weights only
             opt.load_state_dict(ck["opt"])
-            aux_opt.load_state_dict(ck["aux_opt"])
+            if aux_opt is not None:
+                aux_opt.load_state_dict(ck["aux_opt"])
         step, wall = ck["step"], ck.get("wall_s", 0.0)
         if "py_rng" in ck:
             random.setstate(ck["py_rng"])
@@ -382,7 +396,7 @@ def main(argv=None) -> int:
     def save():
         tmp = run / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "arch": arch, "opt": opt.state_dict(),
-                    "aux_opt": aux_opt.state_dict(), "step": step, "wall_s": wall,
+                    "aux_opt": aux_opt and aux_opt.state_dict(), "step": step, "wall_s": wall,
                     "args": vars(args), "py_rng": random.getstate()}, tmp)
         os.replace(tmp, ckpt_path)
 
@@ -410,9 +424,10 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         opt.step()
         aux_loss = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_opt.step()
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
+            aux_loss.backward()
+            aux_opt.step()
         step += 1
 
         with torch.no_grad():

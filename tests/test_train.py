@@ -154,3 +154,27 @@ def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_p
     net = build_network(ck["arch"])
     net.load_state_dict(ck["model"])
     assert net.g_a[2].weight.shape[:2] == (24, 24) and net.h_a[0].weight.shape[0] == 16
+
+
+def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
+    from PIL import Image
+
+    from scripts.train import encoder_side, main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "prepared" / "train"
+    data.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(data / "p.png")
+    arch = {"N": 16, "M": 16, "levels": 9, "lmbda_min": 0.0004, "lmbda_max": 0.36}
+    init = tmp_path / "init.pt"
+    before = GainHyperprior(**arch).state_dict()
+    torch.save({"model": before, "arch": arch, "step": 100}, init)
+    run = tmp_path / "run"
+    assert main(["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", "--encoder-only",
+                 "--batch", "2", "--crop", "64", "--device", "cpu", "--threads", "1",
+                 "--init", str(init), "--steps", "103"]) == 0
+    after = torch.load(run / "last.pt", weights_only=False)["model"]
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(encoder_side(k) for k in moved)
+    assert any(k.startswith("g_a.") for k in moved) and any(k.startswith("h_a.") for k in moved)
+    assert not encoder_side("z_gain_inv") and not encoder_side("y_gain") and encoder_side("z_gain")
