@@ -132,34 +132,12 @@ def test_widening_the_analysis_keeps_the_latent_and_lets_new_channels_learn():
     assert wide.g_a[2].weight.grad[:, 16:].abs().sum() > 0
 
 
-def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_path):
+def _train_from_tiny_init(tmp_path, *flags, steps=1):
+    """scripts.train.main on one random 96 px photo, from an N = M = 16 init at step 100.
+    -> (the init's state, the checkpoint written)."""
     from PIL import Image
 
-    from codec.zoo import build_network
     from scripts.train import main
-
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data" / "prepared" / "train"
-    data.mkdir(parents=True)
-    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(data / "p.png")
-    arch = {"N": 16, "M": 16, "levels": 9, "lmbda_min": 0.0004, "lmbda_max": 0.36}
-    init = tmp_path / "init.pt"
-    torch.save({"model": GainHyperprior(**arch).state_dict(), "arch": arch, "step": 100}, init)
-    run = tmp_path / "run"
-    assert main(["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", "--Na", "24",
-                 "--batch", "2", "--crop", "64", "--device", "cpu", "--threads", "1",
-                 "--init", str(init), "--steps", "101"]) == 0
-    ck = torch.load(run / "last.pt", weights_only=False)
-    assert ck["arch"]["Na"] == 24 and ck["step"] == 101
-    net = build_network(ck["arch"])
-    net.load_state_dict(ck["model"])
-    assert net.g_a[2].weight.shape[:2] == (24, 24) and net.h_a[0].weight.shape[0] == 16
-
-
-def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
-    from PIL import Image
-
-    from scripts.train import encoder_side, main
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data" / "prepared" / "train"
@@ -170,11 +148,27 @@ def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
     before = GainHyperprior(**arch).state_dict()
     torch.save({"model": before, "arch": arch, "step": 100}, init)
     run = tmp_path / "run"
-    assert main(["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", "--encoder-only",
+    assert main(["--run", str(run), "--data", str(tmp_path / "data"), "--N", "16", *flags,
                  "--batch", "2", "--crop", "64", "--device", "cpu", "--threads", "1",
-                 "--init", str(init), "--steps", "103"]) == 0
-    after = torch.load(run / "last.pt", weights_only=False)["model"]
-    moved = {k for k in before if not torch.equal(before[k], after[k])}
+                 "--init", str(init), "--steps", str(100 + steps)]) == 0
+    return before, torch.load(run / "last.pt", weights_only=False)
+
+
+def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_path):
+    from codec.zoo import build_network
+
+    _, ck = _train_from_tiny_init(tmp_path, "--Na", "24")
+    assert ck["arch"]["Na"] == 24 and ck["step"] == 101
+    net = build_network(ck["arch"])
+    net.load_state_dict(ck["model"])
+    assert net.g_a[2].weight.shape[:2] == (24, 24) and net.h_a[0].weight.shape[0] == 16
+
+
+def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
+    from scripts.train import encoder_side
+
+    before, ck = _train_from_tiny_init(tmp_path, "--encoder-only", steps=3)
+    moved = {k for k in before if not torch.equal(before[k], ck["model"][k])}
     assert moved and all(encoder_side(k) for k in moved)
     assert any(k.startswith("g_a.") for k in moved) and any(k.startswith("h_a.") for k in moved)
     assert not encoder_side("z_gain_inv") and not encoder_side("y_gain") and encoder_side("z_gain")
