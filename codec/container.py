@@ -49,6 +49,11 @@ class Header:
     flags: int = 0
     version: int = FORMAT_VERSION  # as read from the file; files are always written at FORMAT_VERSION
 
+    @property
+    def gray(self) -> bool:
+        """Decode outputs the mean of the decoded planes: a grayscale source, or the GRAY flag."""
+        return self.channels == 1 or bool(self.flags & FLAG_GRAY)
+
     def validate(self) -> None:
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
             raise FormatError(f"invalid image size {self.width}x{self.height}")

@@ -190,7 +190,7 @@ def decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Im
     alpha = None
     if c.header.channels == 4:
         alpha = image_io.decode_alpha(c.sections[Section.ALPHA], c.header.width, c.header.height)
-    return image_io.to_pil(rgb, alpha, c.header.channels, bool(c.header.flags & FLAG_GRAY))
+    return image_io.to_pil(rgb, alpha, c.header.channels, c.header.gray)
 
 
 def read_info(data: bytes) -> dict:
@@ -207,7 +207,7 @@ def read_info(data: bytes) -> dict:
         "width": h.width,
         "height": h.height,
         "channels": h.channels,
-        "gray": h.channels == 1 or bool(h.flags & FLAG_GRAY),
+        "gray": h.gray,
         "bit_depth": h.bit_depth,
         "quality": h.quality,
         "bytes": len(data),
