@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from . import analysis, container, image_io
 from .container import DEFAULT_MAX_PIXELS, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
 from .models.latent_refine import refine_latent
+from .precision import synth_bf16
 from .rate_control import search_quality
 from .roi_map import RoiMap, pixel_to_grid
 from .zoo import LoadedModel, find_model, load_model
@@ -22,7 +22,7 @@ DEFAULT_QUALITY = 50.0
 PAD = 64  # total downsampling of g_a followed by h_a
 DEFAULT_ROI_STRENGTH = 1.0
 RANS_MIN_BYTES = 8
-SYNTH_BF16 = os.environ.get("CODEC_SYNTH_FP32") != "1"
+SYNTH_BF16 = synth_bf16()  # g_s under bf16 autocast only where the CPU makes it pay
 # Encoder effort -> steps of latent refinement (codec.models.latent_refine). Effort 0 codes
 # g_a's latent as it is; higher efforts spend encode time for a smaller, sharper file.
 REFINE_STEPS = {0: 0, 1: 30, 2: 100}
@@ -175,8 +175,8 @@ def _decode_rgb(c: Container) -> np.ndarray:
                                     (grid[0] // 4, grid[1] // 4), t, qmap)
     except (RuntimeError, ValueError, OverflowError) as e:
         raise FormatError(f"latent sections could not be decoded ({e})") from None
-    # g_s was trained under bf16 autocast and runs ~2x faster in it on CPU; it only shapes
-    # pixels, never the parsing of the bitstream (see docs/bitstream.md).
+    # g_s was trained under bf16 autocast and runs ~2x faster in it on CPUs with native bf16
+    # (codec.precision); it only shapes pixels, never the parsing of the bitstream.
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=SYNTH_BF16):
         x = lm.net.g_s(y_hat.contiguous(memory_format=torch.channels_last)).float()
     x = x[0, :, :h.height, :h.width].clamp_(0, 1).mul_(255).round_()

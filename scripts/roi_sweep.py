@@ -40,7 +40,7 @@ from scipy.ndimage import maximum_filter
 
 from codec import analysis
 from codec.errors import RateControlError
-from codec.image_codec import _grid_shape, _padded
+from codec.image_codec import SYNTH_BF16, _grid_shape, _padded
 from codec.models.latent_refine import refine_latent
 from codec.rate_control import search_quality
 from codec.roi_map import RoiMap, pixel_to_grid
@@ -140,7 +140,7 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> l
                         for qq in sorted({max(0.0, q - 4), q, min(100.0, q + 4)}):
                             qm = qmap_at(qq)
                             y2, z2 = refine_latent(net, x_pad, y, qq / 100, (h, w), v["refine"], qm,
-                                                   weight if mode == "on" else None, bf16=True)
+                                                   weight if mode == "on" else None, bf16=SYNTH_BF16)
                             pts.append(measure(qq, qm, y2, z2))
                         m = interpolate(pts, budget)
                     else:

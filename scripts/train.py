@@ -13,7 +13,8 @@ they clip (--gray, --stretch); --text draws synthetic text on a share of them
 coded with a random per-position quality map, as ROI coding does, so g_s learns spatially
 varying quantisation.
 --init with a larger --M widens a trained model's latent (widen_latent) before training.
-bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32.
+bf16 autocast covers the synthesis/analysis transforms only; entropy models stay fp32. On a CPU
+without native bf16 (codec.precision) it is off: emulated, it made a step 9x slower.
 Runs on CUDA when it is there (the images then live on the GPU). Logs one JSON line per
 --log-every steps to RUN/log.jsonl and validates on DATA/prepared/val.
 """
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 
 from codec.models.gain_hyperprior import GainHyperprior
+from codec.precision import native_bf16
 from codec.zoo import build_network
 from scripts.synthetic_text import draw_text
 
@@ -400,6 +402,9 @@ def main(argv=None) -> int:
                     "args": vars(args), "py_rng": random.getstate()}, tmp)
         os.replace(tmp, ckpt_path)
 
+    autocast = not args.no_bf16 and (dev != "cpu" or native_bf16())
+    if not args.no_bf16 and not autocast:
+        print("train: this CPU has no native bf16; training in float32")
     log = (run / "log.jsonl").open("a")
     model.train()
     acc = torch.zeros(4, device=dev)  # loss, bpp, psnr, count
@@ -416,7 +421,7 @@ def main(argv=None) -> int:
         x = sampler.batch(args.batch)
         t = torch.rand(args.batch, device=dev)
         lam = model.lmbda(t)
-        bpp, mse = rd_terms(model, x, t, autocast=not args.no_bf16,
+        bpp, mse = rd_terms(model, x, t, autocast=autocast,
                             t_map=random_quality_maps(t, grid, args.roi_prob))
         loss = (bpp + lam * 255 ** 2 * mse).mean()
         opt.zero_grad(set_to_none=True)
