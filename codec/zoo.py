@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from .errors import ModelNotAvailableError
-from .models.channel_context import GainChannelContext
+from .models.channel_context import SPATIAL_HIDDEN, GainChannelContext
 from .models.gain_hyperprior import GainHyperprior, LatentCoder
 
 DEFAULT_MODEL = "hpgc-n128m320-2"
@@ -73,7 +73,9 @@ def build_network(arch: dict) -> GainHyperprior:
     kw["Na"] = arch.get("Na")  # g_a's width where it differs from N (session 9)
     if arch.get("slices", 1) > 1:
         return GainChannelContext(**kw, slices=arch["slices"],
-                                  hidden=tuple(arch.get("context_hidden", GainChannelContext.HIDDEN)))
+                                  hidden=tuple(arch.get("context_hidden", GainChannelContext.HIDDEN)),
+                                  spatial_groups=arch.get("spatial_groups", 0),
+                                  spatial_hidden=arch.get("spatial_hidden", SPATIAL_HIDDEN))
     return GainHyperprior(**kw)
 
 
@@ -132,12 +134,12 @@ def bf16_names(net: GainHyperprior, entropy: bool = False) -> set[str]:
     The three were trained under bf16 autocast, and g_s decodes under it, which rounds these
     very weights to bf16 on every call: storing them rounded changes no decoded pixel. g_a and
     h_a run in float32 when encoding, so their output moves a little, as it did in training.
-    With entropy=True the entropy parameters' networks (h_s, the context) are stored rounded
+    With entropy=True the entropy parameters' networks (h_s, the contexts) are stored rounded
     too (session 9). Their decode stays exact: encoder and decoder widen the same stored
     values and run them in fixed point; only the model itself is a hair different from the
     trained one. Gains, the factorized prior and the CDF tables always stay float32.
     """
-    prefixes = ("g_a", "h_a", "g_s") + (("h_s", "context") if entropy else ())
+    prefixes = ("g_a", "h_a", "g_s") + (("h_s", "context", "spatial") if entropy else ())
     names = set()
     for prefix in prefixes:
         if not hasattr(net, prefix):

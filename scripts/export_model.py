@@ -45,6 +45,9 @@ def main(argv=None) -> int:
         arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
                         "context, fixed-point context networks)")
         arch["slices"], arch["context_hidden"] = net.n_slices, list(net.hidden)
+        if net.spatial_groups:
+            arch["type"] += "; checkerboard spatial context (He et al. 2021) in the first groups"
+            arch["spatial_groups"], arch["spatial_hidden"] = net.spatial_groups, net.spatial_hidden
     net.load_state_dict(ck["model"])
     card = {
         "architecture": arch,

@@ -35,6 +35,9 @@ def group_bits(lm, x: torch.Tensor, t: float, context) -> np.ndarray:
     for i in range(net.n_slices):
         sl = net.slice_channels(i)
         scales, means = net.slice_params(hs, i, prev, context=context)
+        if i < net.spatial_groups:  # the checkerboard's second pass, as the coder runs it
+            anchors = torch.round(y[:, sl] - means) + means
+            scales, means = net.checkerboard_params(i, scales, means, anchors, spatial=coder.spatial)
         yq = torch.round(y[:, sl] - means) + means
         lik = gc._likelihood(yq, gc.lower_bound_scale(scales), means=means).clamp_min(1e-9)
         bits.append(float(-torch.log2(lik).sum()))

@@ -277,6 +277,9 @@ def main(argv=None) -> int:
     ap.add_argument("--slices", type=int, default=None,
                     help="channel groups of the channel-conditional context, 1 for none "
                          "(default: --init's, else 1)")
+    ap.add_argument("--spatial-groups", type=int, default=None,
+                    help="code the first K channel groups in two checkerboard passes (default: "
+                         "--init's, else 0); new spatial networks start at zero")
     ap.add_argument("--lmbda-min", type=float, default=0.0004)
     ap.add_argument("--lmbda-max", type=float, default=0.36)
     ap.add_argument("--detail", type=float, default=0.5, help="share of detail-seeking crops")
@@ -294,6 +297,9 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder-only", action="store_true",
                     help="train only what the decoder never runs (g_a, h_a, z_gain): the decoder's "
                          "weights stay bit for bit those of --init")
+    ap.add_argument("--only", default=None, metavar="PREFIX[,PREFIX]",
+                    help="train only the parameters whose names start with these, e.g. spatial. "
+                         "(the rest stays bit for bit --init's)")
     ap.add_argument("--init", default=None, metavar="MODEL_ID|FILE",
                     help="with no checkpoint in --run: start from a shipped model's weights "
                          "(models/MODEL_ID.safetensors) or a checkpoint file; optimiser starts fresh")
@@ -342,10 +348,18 @@ def main(argv=None) -> int:
             arch["slices"] = slices
             if "context_hidden" in old:
                 arch["context_hidden"] = old["context_hidden"]
+            spatial = old.get("spatial_groups", 0) if args.spatial_groups is None else args.spatial_groups
+            if spatial:
+                arch["spatial_groups"] = spatial
+        elif args.spatial_groups:
+            raise SystemExit("train: --spatial-groups needs a channel context (--slices > 1)")
     model = build_network(arch).to(dev).to(memory_format=torch.channels_last)
-    if args.encoder_only:
+    if args.encoder_only and args.only:
+        raise SystemExit("train: --encoder-only and --only exclude each other")
+    if args.encoder_only or args.only:
+        prefixes = tuple(args.only.split(",")) if args.only else ()
         for n, p in model.named_parameters():
-            p.requires_grad_(encoder_side(n))
+            p.requires_grad_(encoder_side(n) if args.encoder_only else n.startswith(prefixes))
     main_params = [p for n, p in model.named_parameters()
                    if p.requires_grad and not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(".quantiles")]
@@ -370,6 +384,8 @@ def main(argv=None) -> int:
             raise SystemExit("train: --init cannot drop a model's channel context")
         if old_arch.get("slices", 1) not in (1, arch.get("slices", 1)):
             raise SystemExit("train: --init cannot change the number of context groups")
+        if old_arch.get("spatial_groups", 0) > arch.get("spatial_groups", 0):
+            raise SystemExit("train: --init cannot drop a model's checkerboard context")
         if any(old_arch[k] != arch[k] for k in ("levels", "lmbda_min", "lmbda_max")):
             state = remap_gains(state, old_arch, model)
         if old_arch["N"] != arch["N"] or old_arch["M"] > arch["M"]:

@@ -4,6 +4,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from codec.models.gain_hyperprior import GainHyperprior
@@ -172,3 +173,22 @@ def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
     assert moved and all(encoder_side(k) for k in moved)
     assert any(k.startswith("g_a.") for k in moved) and any(k.startswith("h_a.") for k in moved)
     assert not encoder_side("z_gain_inv") and not encoder_side("y_gain") and encoder_side("z_gain")
+
+
+def test_only_trains_the_named_parameters_and_the_zoo_rebuilds_a_checkerboard(tmp_path):
+    from codec.zoo import build_network
+
+    before, ck = _train_from_tiny_init(tmp_path, "--slices", "4", "--spatial-groups", "2",
+                                       "--only", "spatial.", steps=3)
+    assert ck["arch"]["spatial_groups"] == 2
+    assert all(torch.equal(before[k], ck["model"][k]) for k in before)  # the init's weights stay
+    assert all(not ck["model"][k].any() for k in ck["model"] if k.startswith("context.") and ".4." in k)
+    assert ck["model"]["spatial.1.2.weight"].any()  # started at zero, and learned
+    net = build_network(ck["arch"])
+    net.load_state_dict(ck["model"])
+    assert net.spatial_groups == 2
+
+
+def test_a_checkerboard_needs_a_channel_context(tmp_path):
+    with pytest.raises(SystemExit, match="channel context"):
+        _train_from_tiny_init(tmp_path, "--spatial-groups", "2")

@@ -7,6 +7,11 @@ over positions; only the groups are sequential. The context networks are Conv2d/
 that, like h_s, they run in the bit-exact fixed-point path (codec.models.fixed_point) when
 coding. Their last layer starts at zero: a model initialised from a trained GainHyperprior
 computes exactly what it did until training gives the context something to say.
+
+Optionally (``spatial_groups`` > 0) the first groups are also coded in two checkerboard passes
+(He et al. 2021, as in ELIC): the anchor half of the positions with the parameters above, then
+the other half with a correction from a network that sees the decoded anchors of the group.
+Decoding stays parallel within each pass. The spatial networks' last layer starts at zero too.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import torch
 import torch.nn as nn
 from compressai.models.utils import conv
 
-from .gain_hyperprior import GainHyperprior
+from .gain_hyperprior import GainHyperprior, anchor_mask
+
+
+SPATIAL_HIDDEN = 96  # width of the checkerboard networks' hidden layer
 
 
 class GainChannelContext(GainHyperprior):
@@ -23,7 +31,7 @@ class GainChannelContext(GainHyperprior):
 
     def __init__(self, N: int = 128, M: int = 320, levels: int = 9, lmbda_min: float = 0.0004,
                  lmbda_max: float = 0.36, slices: int = 5, hidden: tuple[int, int] = HIDDEN,
-                 Na: int | None = None):
+                 Na: int | None = None, spatial_groups: int = 0, spatial_hidden: int = SPATIAL_HIDDEN):
         super().__init__(N, M, levels, lmbda_min, lmbda_max, Na)
         self.hidden = tuple(hidden)
         if M % slices:
@@ -37,7 +45,17 @@ class GainChannelContext(GainHyperprior):
                           conv(h1, h2, stride=1, kernel_size=3), nn.ReLU(inplace=True),
                           conv(h2, 2 * size, stride=1, kernel_size=3))
             for i in range(slices))
-        for c in self.context:
+        # Group i's checkerboard network: its decoded anchors (zero elsewhere) and its
+        # parameters above -> corrections for the other positions. A 3x3 kernel reaches the four
+        # anchor neighbours of every non-anchor position.
+        if not 0 <= spatial_groups <= slices:
+            raise ValueError(f"spatial_groups={spatial_groups} is not in [0, slices={slices}]")
+        self.spatial_groups, self.spatial_hidden = spatial_groups, spatial_hidden
+        self.spatial = nn.ModuleList(
+            nn.Sequential(conv(3 * size, spatial_hidden, stride=1, kernel_size=3), nn.ReLU(inplace=True),
+                          conv(spatial_hidden, 2 * size, stride=1, kernel_size=1))
+            for _ in range(spatial_groups))
+        for c in [*self.context, *self.spatial]:
             nn.init.zeros_(c[-1].weight)
             nn.init.zeros_(c[-1].bias)
 
@@ -47,4 +65,15 @@ class GainChannelContext(GainHyperprior):
         net = self.context[i] if context is None else context[i]
         d = net(torch.cat([scales, means, *prev], 1))
         d_scales, d_means = d.to(scales.dtype).chunk(2, 1)
+        return scales + d_scales, means + d_means
+
+    def checkerboard_params(self, i, scales, means, y_hat, spatial=None):
+        """Group i's parameters at every position once its anchors are decoded: y_hat holds
+        them (gained domain; only the anchor positions are read). The anchors keep (scales,
+        means); the other positions get the spatial network's correction. spatial: the
+        fixed-point twins, for the coder."""
+        net = self.spatial[i] if spatial is None else spatial[i]
+        a = anchor_mask(*y_hat.shape[-2:]).to(y_hat.device)
+        d = net(torch.cat([y_hat * a, scales, means], 1))
+        d_scales, d_means = (d.to(scales.dtype) * (1 - a)).chunk(2, 1)
         return scales + d_scales, means + d_means

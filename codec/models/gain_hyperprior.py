@@ -36,6 +36,12 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def anchor_mask(h: int, w: int) -> torch.Tensor:
+    """[1, 1, h, w]: 1 at the checkerboard's anchor positions ((row + column) even), else 0."""
+    r, c = torch.arange(h)[:, None], torch.arange(w)[None]
+    return ((r + c) % 2 == 0).float()[None, None]
+
+
 class GainHyperprior(nn.Module):
     def __init__(self, N: int = 128, M: int = 192, levels: int = 6,
                  lmbda_min: float = 0.0016, lmbda_max: float = 0.10, Na: int | None = None):
@@ -127,6 +133,9 @@ class GainHyperprior(nn.Module):
             sl = self.slice_channels(i)
             st = self.slice_step(step, i)
             scales, means = self.slice_params(hs, i, y_hats)
+            if i < self.spatial_groups:  # the anchors as decoded, then the rest's parameters
+                anchors = ste_round((y[:, sl] - means) * st) / st + means
+                scales, means = self.checkerboard_params(i, scales, means, anchors)
             # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
             _, lik = self.gaussian_conditional(y[:, sl] * st, scales * st, means=means * st)
             y_likelihoods.append(lik)
@@ -140,6 +149,7 @@ class GainHyperprior(nn.Module):
 
     # ---- entropy parameters, slice by slice ---------------------------------------------------
     n_slices = 1  # no channel context: one slice, h_s's parameters as they are
+    spatial_groups = 0  # groups coded in two checkerboard passes (GainChannelContext)
 
     def slice_channels(self, i: int) -> slice:
         size = self.M // self.n_slices
@@ -181,6 +191,11 @@ def exact_gain(log_gains: torch.Tensor, t: float) -> torch.Tensor:
     return g.float()[None, :, None, None]
 
 
+def _pick(t: torch.Tensor, sel: torch.Tensor | None) -> list[int]:
+    """The values of t at the positions sel (all when None), in row-major order, as ints."""
+    return (t.reshape(-1) if sel is None else t[sel]).int().tolist()
+
+
 def _guard(string: bytes, n_symbols: int) -> bytes:
     """Zero-pad a rANS string so a damaged one cannot make the decoder read past its buffer.
 
@@ -213,6 +228,7 @@ class LatentCoder:
         self.model = model
         self.h_s = FixedPointSequential(model.h_s)
         self.context = [FixedPointSequential(c) for c in getattr(model, "context", [])]
+        self.spatial = [FixedPointSequential(c) for c in getattr(model, "spatial", [])]
         # The rANS coder takes its CDF tables as Python lists; convert them once, not per group.
         gc = model.gaussian_conditional
         self.tables = (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
@@ -247,16 +263,20 @@ class LatentCoder:
         zg_inv = exact_gain(self.model.z_gain_inv, t)
         return tuple(p.float() for p in self.h_s(z_hat * zg_inv).chunk(2, 1))
 
-    def _slice_params(self, hs, i: int, prev: list[torch.Tensor], step: torch.Tensor | None):
-        """Indexes and means of slice i for the coder, from exact (fixed-point) parameters.
-        With a step map, round((y - mean) * step) is coded: a Gaussian of scale sigma * step."""
-        m = self.model
-        scales, means = m.slice_params(hs, i, prev, context=self.context)
-        st = None
+    def _indexes_means(self, scales, means, step: torch.Tensor | None):
+        """Scale indexes and means for the coder, from exact (fixed-point) parameters. With a
+        step map, round((y - mean) * step) is coded: a Gaussian of scale sigma * step."""
         if step is not None:
-            st = m.slice_step(step, i)
-            scales, means = scales * st, means * st
-        return m.gaussian_conditional.build_indexes(scales), means, st
+            scales, means = scales * step, means * step
+        return self.model.gaussian_conditional.build_indexes(scales), means
+
+    def _passes(self, i: int, shape) -> list[torch.Tensor | None]:
+        """Positions of group i coded in each pass: all at once (None), or the checkerboard's
+        anchors and then the rest."""
+        if i >= self.model.spatial_groups:
+            return [None]
+        a = anchor_mask(*shape[-2:]).bool().expand(shape)
+        return [a, ~a]
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, t: float, qmap: QuantMap | None = None,
@@ -278,13 +298,18 @@ class LatentCoder:
         step = None if qmap is None else qmap.step
         enc, prev = BufferedRansEncoder(), []
         for i in range(m.n_slices):
-            indexes, means, st = self._slice_params(hs, i, prev, step)
+            scales, means = m.slice_params(hs, i, prev, context=self.context)
+            st = None if step is None else m.slice_step(step, i)
             y_i = y[:, m.slice_channels(i)]
-            symbols = gc.quantize(y_i if st is None else y_i * st, "symbols", means)
-            enc.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).int().tolist(),
-                                    *self.tables)
-            # The decoder's value of this slice, computed as it will compute it.
-            v = gc.dequantize(symbols, means)
+            for k, sel in enumerate(self._passes(i, y_i.shape)):
+                if k:  # the checkerboard's second pass sees the anchors just coded
+                    scales, means = m.checkerboard_params(i, scales, means, v if st is None else v / st,
+                                                          spatial=self.spatial)
+                indexes, mu = self._indexes_means(scales, means, st)
+                symbols = gc.quantize(y_i if st is None else y_i * st, "symbols", mu)
+                enc.encode_with_indexes(_pick(symbols, sel), _pick(indexes, sel), *self.tables)
+                # The decoder's value of this group, computed as it will compute it.
+                v = gc.dequantize(symbols, mu)
             prev.append(v if st is None else v / st)
         return z_str, enc.flush()
 
@@ -302,9 +327,21 @@ class LatentCoder:
         dec.set_stream(_guard(y_str, m.M * 16 * h * w))
         prev, coded = [], []
         for i in range(m.n_slices):
-            indexes, means, st = self._slice_params(hs, i, prev, step)
-            symbols = dec.decode_stream(indexes.reshape(-1).int().tolist(), *self.tables)
-            v = gc.dequantize(torch.tensor(symbols, dtype=torch.int32).reshape(indexes.shape), means)
+            scales, means = m.slice_params(hs, i, prev, context=self.context)
+            st = None if step is None else m.slice_step(step, i)
+            shape = (1, m.slice_channels(i).stop - m.slice_channels(i).start, 4 * h, 4 * w)
+            symbols = torch.zeros(shape, dtype=torch.int32)
+            for k, sel in enumerate(self._passes(i, shape)):
+                if k:
+                    scales, means = m.checkerboard_params(i, scales, means, v if st is None else v / st,
+                                                          spatial=self.spatial)
+                indexes, mu = self._indexes_means(scales, means, st)
+                decoded = torch.tensor(dec.decode_stream(_pick(indexes, sel), *self.tables), dtype=torch.int32)
+                if sel is None:
+                    symbols = decoded.reshape(shape)
+                else:
+                    symbols[sel] = decoded
+                v = gc.dequantize(symbols, mu)
             coded.append(v)
             prev.append(v if st is None else v / st)
         y_hat = torch.cat(coded, 1)  # round((y - mean) * step) + mean * step

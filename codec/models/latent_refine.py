@@ -87,6 +87,9 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                 sl = net.slice_channels(k)
                 st = net.slice_step(step, k)
                 scales, means = net.slice_params(hs, k, prev)
+                if k < net.spatial_groups:  # the checkerboard: the rest sees the anchors
+                    anchors = soft_round(v[:, sl] - means * st, tau, gen) + means * st
+                    scales, means = net.checkerboard_params(k, scales, means, anchors / st)
                 scales, means = scales * st, means * st
                 yq = soft_round(v[:, sl] - means, tau, gen) + means
                 lik = gc._likelihood(yq, scales, means=means).clamp_min(1e-9)
