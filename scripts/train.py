@@ -369,9 +369,14 @@ def main(argv=None) -> int:
     if ck is not None:
         model.load_state_dict(ck["model"])
         if "opt" in ck:  # checkpoints brought back from a GPU burst carry weights only
-            opt.load_state_dict(ck["opt"])
-            if aux_opt is not None:
-                aux_opt.load_state_dict(ck["aux_opt"])
+            try:
+                opt.load_state_dict(ck["opt"])
+                if aux_opt is not None:
+                    aux_opt.load_state_dict(ck["aux_opt"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise SystemExit(f"train: {ckpt_path} trained another set of parameters; resume it "
+                                 f"with its own --encoder-only / --only ({ck['args'].get('only')!r}, "
+                                 f"encoder-only {ck['args'].get('encoder_only', False)})") from None
         step, wall = ck["step"], ck.get("wall_s", 0.0)
         if "py_rng" in ck:
             random.setstate(ck["py_rng"])

@@ -189,6 +189,15 @@ def test_only_trains_the_named_parameters_and_the_zoo_rebuilds_a_checkerboard(tm
     assert net.spatial_groups == 2
 
 
+def test_resuming_with_another_parameter_set_is_a_clear_error(tmp_path):
+    from scripts.train import main
+
+    _train_from_tiny_init(tmp_path, "--encoder-only")
+    with pytest.raises(SystemExit, match="another set of parameters"):
+        main(["--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--batch", "2",
+              "--crop", "64", "--device", "cpu", "--threads", "1", "--steps", "103"])
+
+
 def test_a_checkerboard_needs_a_channel_context(tmp_path):
     with pytest.raises(SystemExit, match="channel context"):
         _train_from_tiny_init(tmp_path, "--spatial-groups", "2")
