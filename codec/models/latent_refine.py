@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .gain_hyperprior import GainHyperprior, QuantMap, exact_gain
+from .gain_hyperprior import GainHyperprior, QuantMap, anchor_mask, exact_gain
 
 DEFAULT_LR = 0.005
 TAU_START, TAU_END, TAU_DECAY = 0.5, 0.05, 4.0
@@ -92,6 +92,9 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                     scales, means = net.checkerboard_params(k, scales, means, anchors / st)
                 scales, means = scales * st, means * st
                 yq = soft_round(v[:, sl] - means, tau, gen) + means
+                if k < net.spatial_groups:  # the anchors as the spatial network saw them
+                    a = anchor_mask(*yq.shape[-2:])
+                    yq = anchors * a + yq * (1 - a)
                 lik = gc._likelihood(yq, scales, means=means).clamp_min(1e-9)
                 bits = bits - torch.log2(lik).sum()
                 coded.append(yq)
