@@ -320,8 +320,13 @@ class Avif(PillowCodec):
 
 class Jxl(Codec):
     name = "jxl"
-    qualities = (20, 12, 8, 6, 4, 3, 2, 1.5, 1, 0.75, 0.5)  # butteraugli distance
+    distances = (20, 12, 8, 6, 4, 3, 2, 1.5, 1, 0.75, 0.5)  # butteraugli distance
     effort = 7
+
+    @property
+    def qualities(self):
+        # ffmpeg's libjxl refuses distances above 15 (cjxl takes up to 25)
+        return self.distances if self.cli() else (15,) + self.distances[1:]
 
     def cli(self) -> bool:
         return bool(shutil.which("cjxl") and shutil.which("djxl"))

@@ -117,3 +117,6 @@ def test_jxl_ffmpeg_fallback(tiny, monkeypatch):
     monkeypatch.setattr(codec, "cli", lambda: False)
     dec = codec.decode(codec.encode(tiny, 1.0))
     assert dec.size == tiny.size and rb.psnr(np.asarray(tiny), np.asarray(dec)) > 20
+    # every distance of its list is one ffmpeg's libjxl accepts (it refuses above 15)
+    assert max(codec.qualities) == 15
+    codec.decode(codec.encode(tiny, max(codec.qualities)))
