@@ -141,11 +141,17 @@ def random_quality_maps(t: torch.Tensor, grid: tuple[int, int], prob: float) -> 
 
 
 def rd_terms(model, x, t, autocast: bool, t_map=None):
+    """Per image: bpp from the likelihoods, and the squared error of what the decoder outputs.
+    For an image whose three planes are equal (the grey crops) that is the planes' mean
+    (format version 4's GRAY rule, codec.image_io), so the model may spend nothing on colour."""
     out = model(x, t, autocast=autocast, t_map=t_map)
     n_pix = x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(l).flatten(1).sum(1) for l in out["likelihoods"].values())
     bpp = bits / n_pix
-    mse = ((out["x_hat"].float() - x) ** 2).flatten(1).mean(1)
+    x_hat = out["x_hat"].float()
+    gray = ((x[:, 0] == x[:, 1]) & (x[:, 1] == x[:, 2])).flatten(1).all(1)[:, None, None, None]
+    x_hat = torch.where(gray, x_hat.mean(1, keepdim=True).expand_as(x_hat), x_hat)
+    mse = ((x_hat - x) ** 2).flatten(1).mean(1)
     return bpp, mse
 
 

@@ -201,3 +201,18 @@ def test_resuming_with_another_parameter_set_is_a_clear_error(tmp_path):
 def test_a_checkerboard_needs_a_channel_context(tmp_path):
     with pytest.raises(SystemExit, match="channel context"):
         _train_from_tiny_init(tmp_path, "--spatial-groups", "2")
+
+
+def test_grey_images_are_scored_on_the_planes_mean_as_the_decoder_outputs_it():
+    from scripts.train import rd_terms
+
+    def model(x, t, autocast=False, t_map=None):  # colour errors that cancel in the mean
+        d = torch.tensor([0.1, -0.1, 0.0])[None, :, None, None]
+        return {"x_hat": x + d, "likelihoods": {"y": torch.full((x.shape[0], 4), 0.5)}}
+
+    grey = torch.rand(1, 1, 8, 8).expand(1, 3, 8, 8)
+    colour = grey.clone()
+    colour[0, 2, 0, 0] += 0.01
+    bpp, mse = rd_terms(model, torch.cat([grey, colour]), torch.zeros(2), autocast=False)
+    assert torch.allclose(bpp, torch.full((2,), 4 / 64))
+    assert mse[0] < 1e-12 and torch.isclose(mse[1], torch.tensor(0.02 / 3))
