@@ -301,6 +301,7 @@ class LatentCoder:
             scales, means = m.slice_params(hs, i, prev, context=self.context)
             st = None if step is None else m.slice_step(step, i)
             y_i = y[:, m.slice_channels(i)]
+            v = None  # the group's decoded values after each pass
             for k, sel in enumerate(self._passes(i, y_i.shape)):
                 if k:  # the checkerboard's second pass sees the anchors just coded
                     scales, means = m.checkerboard_params(i, scales, means, v if st is None else v / st,
@@ -330,7 +331,7 @@ class LatentCoder:
             scales, means = m.slice_params(hs, i, prev, context=self.context)
             st = None if step is None else m.slice_step(step, i)
             shape = (1, m.slice_channels(i).stop - m.slice_channels(i).start, 4 * h, 4 * w)
-            symbols = torch.zeros(shape, dtype=torch.int32)
+            symbols, v = torch.zeros(shape, dtype=torch.int32), None
             for k, sel in enumerate(self._passes(i, shape)):
                 if k:
                     scales, means = m.checkerboard_params(i, scales, means, v if st is None else v / st,
