@@ -1,6 +1,6 @@
 """Bits per channel group of a channel-context model, with its context and without it.
 
-    python -m scripts.group_bits [--model hpgc-n128m320-2] [--qualities 20,50,80]
+    python -m scripts.group_bits [--model hpgc-n128m320-3] [--qualities 20,50,80]
 
 For each eval image and quality: the latent's bits per group from the coder's own (fixed-point)
 entropy parameters, once with the context networks and once with their output set to zero

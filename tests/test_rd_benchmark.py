@@ -120,3 +120,15 @@ def test_jxl_ffmpeg_fallback(tiny, monkeypatch):
     # every distance of its list is one ffmpeg's libjxl accepts (it refuses above 15)
     assert max(codec.qualities) == 15
     codec.decode(codec.encode(tiny, max(codec.qualities)))
+
+
+def test_ours_cache_key_names_synthesis_precision(monkeypatch):
+    # a bf16 run and a float32 run differ by hundredths of a dB: they must not share cached rows
+    ours = rb.make_codec("ours")
+    if ours.missing():
+        pytest.skip("no shipped model")
+    keys = {}
+    for choice in ("bf16", "fp32"):
+        monkeypatch.setenv("CODEC_SYNTH", choice)
+        keys[choice] = ours.settings()
+    assert keys["bf16"] != keys["fp32"] and "float32" in keys["fp32"]
