@@ -113,7 +113,8 @@ def main(debug: bool) -> None:
               help="0..3: how much finer the ROI levels (and coarser the background) are.")
 @click.option("--effort", type=int, default=0, show_default=True,
               help="0 fast; 1 or 2 refine the latent for this image: smaller files at the same "
-                   "quality, ~16 s / ~40 s per 768x512 image on 2 cores.")
+                   "quality, ~16 s / ~40 s per 768x512 image on 2 cores with native bf16; 3 also "
+                   "fits the decoder's synthesis to the image (slowest).")
 def encode(input, output, quality, target_bpp, target_size, model, force, max_pixels, roi, roi_strength,
            effort):
     """Encode an image (PNG, JPEG, WebP, TIFF, BMP, PPM ...) to a .lic file."""

@@ -28,6 +28,7 @@ class Section(IntEnum):
     VQ_INDICES = 0x05
     VIDEO_FRAME = 0x06
     DECODER_HINTS = 0x81
+    SYNTHESIS_ADAPT = 0x82  # per-image scale and bias of g_s's channels; skippable
 
 
 # Header flags (format version 4 on; earlier files carry 0).
@@ -35,6 +36,7 @@ FLAG_GRAY = 0x01  # the source's colour planes are equal: decode outputs their m
 KNOWN_FLAGS = FLAG_GRAY
 
 KNOWN_V1 = {Section.HYPER, Section.LATENT, Section.ALPHA, Section.ROI_MAP}
+KNOWN = KNOWN_V1 | {Section.SYNTHESIS_ADAPT}  # the sections this decoder reads
 
 
 @dataclass
@@ -218,7 +220,7 @@ def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Containe
         if t <= last:
             raise FormatError(f"section {name} out of order or repeated")
         last = t
-        if t in KNOWN_V1:
+        if t in KNOWN:
             sections[t] = payload
         elif t < 0x80:
             raise UnsupportedError(f"file needs section type {name}, which this decoder does not support")

@@ -1,11 +1,12 @@
-"""Lossless coding of a small grid of symbols (the ROI level map) with compressai's rANS coder.
+"""Lossless coding of small symbol sets with compressai's rANS coder and adaptive integer tables:
+a 2-D grid (the ROI level map) and a sequence with known contexts (the synthesis adaptation).
 
-Cells go in raster order. Each is coded with an adaptive frequency table chosen by its
+Grid cells go in raster order. Each is coded with an adaptive frequency table chosen by its
 already-coded neighbours (left, up, up-left, up-right; 0 outside the grid), so the large flat
 areas of a level map cost a small fraction of a bit per cell. Both sides update the tables the
 same way with integer arithmetic only, so the probabilities, and the bits, agree exactly.
 The rANS coder itself is compressai's (16-bit precision, its escape symbol never used here).
-Spec: docs/bitstream.md, "ROI_MAP".
+Spec: docs/bitstream.md, "ROI_MAP" and "SYNTHESIS_ADAPT".
 """
 
 from __future__ import annotations
@@ -87,3 +88,37 @@ def decode_grid(data: bytes, shape: tuple[int, int], n: int) -> np.ndarray:
             grid[i, j] = s
             counts[s] += INCREMENT
     return grid
+
+
+def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
+    """rANS string of symbols 0 .. n-1, each coded with the adaptive table of its context
+    (0 .. n_contexts-1, known to both sides). At least MIN_CELLS symbols."""
+    symbols, contexts = [int(s) for s in symbols], [int(c) for c in contexts]
+    if len(symbols) != len(contexts) or len(symbols) < MIN_CELLS:
+        raise ValueError(f"need as many contexts as symbols, and at least {MIN_CELLS}")
+    if min(symbols) < 0 or max(symbols) >= n or min(contexts) < 0 or max(contexts) >= n_contexts:
+        raise ValueError(f"symbols must lie in [0, {n}) and contexts in [0, {n_contexts})")
+    tables = [[INIT_COUNT] * n for _ in range(n_contexts)]
+    cdfs = []
+    for s, c in zip(symbols, contexts):
+        cdfs.append(_cdf(tables[c]))
+        tables[c][s] += INCREMENT
+    idx = list(range(len(symbols)))
+    return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
+
+
+def decode_sequence(data: bytes, contexts, n: int, n_contexts: int) -> list[int]:
+    """Inverse of encode_sequence; a corrupt string raises ValueError or gives valid symbols."""
+    if len(data) < 8:
+        raise ValueError("rANS string too short")
+    tables = [[INIT_COUNT] * n for _ in range(n_contexts)]
+    dec = RansDecoder()
+    dec.set_stream(bytes(data) + bytes(2 * len(contexts) + 64))  # as decode_grid: reads stay inside
+    out = []
+    for c in contexts:
+        s = dec.decode_stream([0], [_cdf(tables[c])], [n + 2], [0])[0]
+        if not 0 <= s < n:
+            raise ValueError("symbol out of range")
+        out.append(s)
+        tables[c][s] += INCREMENT
+    return out

@@ -12,6 +12,7 @@ from PIL import Image
 from . import analysis, container, image_io
 from .container import DEFAULT_MAX_PIXELS, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
+from .models import synthesis_adapt
 from .models.latent_refine import refine_latent
 from .precision import synth_bf16
 from .rate_control import search_quality
@@ -25,7 +26,10 @@ RANS_MIN_BYTES = 8
 SYNTH_BF16 = synth_bf16()  # g_s under bf16 autocast only where the CPU makes it pay
 # Encoder effort -> steps of latent refinement (codec.models.latent_refine). Effort 0 codes
 # g_a's latent as it is; higher efforts spend encode time for a smaller, sharper file.
-REFINE_STEPS = {0: 0, 1: 30, 2: 100}
+REFINE_STEPS = {0: 0, 1: 30, 2: 100, 3: 100}
+# Effort 3 then fits a per-channel scale and bias of g_s to the image (codec.models.synthesis_adapt)
+# and sends them in the SYNTHESIS_ADAPT section where they lower the rate-distortion cost.
+ADAPT_STEPS = {3: 120}
 # With ROI on, refinement counts the squared error of text and face pixels 1 + 3 * strength times
 # (weights normalised to mean 1). Unweighted, refinement sharpens the ROI-off file's text as much
 # as the ROI-on file's and the ROI's lead shrinks (docs/roi.md, session 6).
@@ -81,8 +85,9 @@ class Encoder:
                  effort: int = 0):
         self.src, self.model = src, model
         self.refine_steps = REFINE_STEPS[_check_effort(effort)]
+        self.adapt_steps = ADAPT_STEPS.get(effort, 0)
         x = _padded(src.rgb)
-        self.x = x if self.refine_steps else None  # refinement compares against the pixels
+        self.x = x if self.refine_steps or self.adapt_steps else None  # both compare with the pixels
         with torch.no_grad():
             self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
@@ -91,11 +96,12 @@ class Encoder:
             grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
             self.roi = RoiMap.from_levels(grid, roi_strength)
             self.roi_section = self.roi.pack()  # the same at every quality rate control tries
-            if self.refine_steps:
+            if self.refine_steps or self.adapt_steps:
                 self.weight = _roi_error_weight(levels, roi_strength)
 
-    def encode(self, quality: float, refine: bool = True) -> bytes:
-        """.lic bytes at this quality; refine=False skips the effort's latent refinement."""
+    def encode(self, quality: float, refine: bool = True, max_bytes: int | None = None) -> bytes:
+        """.lic bytes at this quality; refine=False skips the effort's latent refinement and
+        synthesis adaptation. The adaptation is left out where the file would exceed max_bytes."""
         quality = round(quality * 100) / 100  # exactly what the header stores and the decoder reads
         t, coder = quality / 100.0, self.model.coder
         qmap = None if self.roi is None else coder.quant_map(self.roi.levels, t, self.roi.offsets)
@@ -115,7 +121,26 @@ class Encoder:
             sections[Section.ALPHA] = self.alpha
         if self.roi is not None:
             sections[Section.ROI_MAP] = self.roi_section
-        return container.pack(Container(header, sections))
+        data = container.pack(Container(header, sections))
+        if refine and self.adapt_steps:
+            payload = self._adaptation(z_str, y_str, t, qmap)
+            if payload is not None:
+                adapted = container.pack(Container(header, {**sections, Section.SYNTHESIS_ADAPT: payload}))
+                if max_bytes is None or len(adapted) <= max_bytes:
+                    data = adapted
+        return data
+
+    def _adaptation(self, z_str: bytes, y_str: bytes, t: float, qmap) -> bytes | None:
+        """The SYNTHESIS_ADAPT payload fitted for this file, or None where the section would
+        not lower the rate-distortion cost."""
+        h, w = self.src.height, self.src.width
+        grid = _grid_shape(h, w)
+        net, coder = self.model.net, self.model.coder
+        y_hat = coder.decompress(z_str, y_str, (grid[0] // 4, grid[1] // 4), t, qmap)  # the decoder's
+        lam = float(net.lmbda(torch.tensor([t])))
+        a, _, _ = synthesis_adapt.fit(net.g_s, y_hat, self.x, (h, w), self.adapt_steps, lam,
+                                      self.weight, self.src.gray, SYNTH_BF16)
+        return None if a is None else synthesis_adapt.pack(a)
 
 
 def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
@@ -129,7 +154,9 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     quantisation, the background coarser), or a level mask (path or HxW array, see
     codec.analysis); roi_strength in [0, 3] scales how strongly. effort 0 (fast), 1 or 2 refines
     the latent for this image (REFINE_STEPS): smaller files at the same quality, ~16 s (effort 1)
-    or ~40 s (effort 2) for 768x512 on 2 cores.
+    or ~40 s (effort 2) for 768x512 on 2 cores with native bf16 (2-3x that in float32). Effort 3
+    also fits g_s to the image (ADAPT_STEPS; codec.models.synthesis_adapt) and sends the fit
+    where it pays.
     """
     if target_bpp is not None and target_size is not None:
         raise InputError("give at most one of target_bpp and target_size")
@@ -154,7 +181,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
                                         size=lambda r: len(r[1]))
         if not enc.refine_steps:
             return plain
-        refined = enc.encode(quality)
+        refined = enc.encode(quality, max_bytes=target_size)
         return refined if len(refined) <= target_size else plain
     return enc.encode(quality)
 
@@ -175,10 +202,18 @@ def _decode_rgb(c: Container) -> np.ndarray:
                                     (grid[0] // 4, grid[1] // 4), t, qmap)
     except (RuntimeError, ValueError, OverflowError) as e:
         raise FormatError(f"latent sections could not be decoded ({e})") from None
+    affine = None
+    if Section.SYNTHESIS_ADAPT in c.sections:
+        widths = synthesis_adapt.layer_widths(lm.net.g_s)
+        try:
+            affine = synthesis_adapt.to_affine(synthesis_adapt.unpack(c.sections[Section.SYNTHESIS_ADAPT], widths))
+        except ValueError as e:
+            raise FormatError(f"SYNTHESIS_ADAPT section could not be decoded ({e})") from None
     # g_s was trained under bf16 autocast and runs ~2x faster in it on CPUs with native bf16
     # (codec.precision); it only shapes pixels, never the parsing of the bitstream.
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=SYNTH_BF16):
-        x = lm.net.g_s(y_hat.contiguous(memory_format=torch.channels_last)).float()
+        x = synthesis_adapt.synthesize(lm.net.g_s, y_hat.contiguous(memory_format=torch.channels_last),
+                                       affine).float()
     x = x[0, :, :h.height, :h.width].clamp_(0, 1).mul_(255).round_()
     return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
@@ -214,6 +249,7 @@ def read_info(data: bytes) -> dict:
         "bpp": 8 * len(data) / (h.width * h.height),
         "sections": {name: size for name, _, size in container.section_spans(data)},
         "roi_area_shares": roi,
+        "synthesis_adapted": Section.SYNTHESIS_ADAPT in c.sections,
     }
 
 

@@ -21,6 +21,7 @@ Codecs and what "quality" means for each:
   ours  codec.encode(img, quality=q) / codec.decode (default model, or $CODEC_MODEL); q 0..100.
   ours-effort1  the same with effort=1 (latent refinement; slow, so only when named in --codecs).
   ours-effort2  effort=2 (100 refinement steps; ~3x effort 1's time; only when named).
+  ours-effort3  effort=3 (effort 2 + synthesis adaptation; ~1.5x effort 2's time; only when named).
   jpeg  Pillow (libjpeg-turbo), optimize=True, default 4:2:0 subsampling; q = JPEG quality.
   webp  Pillow (libwebp), lossy, method=6 (WebP is always 4:2:0); q = WebP quality.
   avif  Pillow (libavif + aom), 4:4:4 8-bit, full range, default speed 6; q = Pillow AVIF quality.
@@ -259,6 +260,16 @@ class OursEffort2(OursEffort1):
         return Ours.settings(self) + ", effort 2 (g_a's hyper-latent kept)"
 
 
+class OursEffort3(OursEffort1):
+    """Effort 2, then g_s's per-channel scale and bias fitted to the image (120 steps on crops)
+    and sent where they pay (codec.models.synthesis_adapt): the slowest setting."""
+    name = "ours-effort3"
+    effort = 3
+
+    def settings(self):
+        return Ours.settings(self) + ", effort 3 (effort 2 + synthesis adaptation)"
+
+
 class PillowCodec(Codec):
     fmt = ""
     feature = ""
@@ -461,7 +472,7 @@ class Vvc(FfmpegVideo):
         return from_yuv420p10(w, h, frame)
 
 
-WRAPPERS = {c.name: c for c in (Ours, OursEffort1, OursEffort2, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
+WRAPPERS = {c.name: c for c in (Ours, OursEffort1, OursEffort2, OursEffort3, Jpeg, Webp, Avif, Jxl, X265, Vvc)}
 
 
 def make_codec(name: str, threads: int = 1) -> Codec:

@@ -3,6 +3,7 @@ import zlib
 import numpy as np
 import pytest
 
+from codec import grid_coding
 from codec.grid_coding import decode_grid, encode_grid
 
 
@@ -51,3 +52,15 @@ def test_bad_input():
         except ValueError:
             continue
         assert g.max() < 4
+
+
+def test_sequence_round_trip_and_context_checks():
+    rng = np.random.default_rng(1)
+    contexts = [0] * 40 + [1] * 40
+    symbols = list(rng.integers(0, 3, 40)) + list(rng.integers(5, 9, 40))
+    data = grid_coding.encode_sequence(symbols, contexts, 9, 2)
+    assert grid_coding.decode_sequence(data, contexts, 9, 2) == symbols
+    with pytest.raises(ValueError):
+        grid_coding.encode_sequence(symbols, contexts, 9, 1)  # a context out of range
+    with pytest.raises(ValueError):
+        grid_coding.decode_sequence(data[:4], contexts, 9, 2)

@@ -201,7 +201,7 @@ def test_effort_with_roi_and_target_size(photo):
     target = len(codec.encode(img, quality=40))
     assert len(codec.encode(img, target_size=target, effort=1)) <= target
     with pytest.raises(codec.InputError):
-        codec.encode(img, effort=3)
+        codec.encode(img, effort=4)
 
 
 def test_effort_with_roi_counts_the_roi_error_more(photo, monkeypatch):
