@@ -45,10 +45,6 @@ def _cdf(counts: list[int]) -> list[int]:
     return cdf
 
 
-def _tables(n: int) -> list[list[int]]:
-    return [[INIT_COUNT] * n for _ in range(n ** 4)]
-
-
 def encode_grid(grid: np.ndarray, n: int) -> bytes:
     """rANS string of a 2-D grid of symbols 0 .. n-1."""
     grid = np.asarray(grid)
@@ -56,37 +52,18 @@ def encode_grid(grid: np.ndarray, n: int) -> bytes:
         raise ValueError(f"grid must be 2-D with symbols below {n}")
     if grid.size < MIN_CELLS:
         raise ValueError(f"grid must have at least {MIN_CELLS} cells")
-    tables, cdfs, symbols = _tables(n), [], []
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            counts = tables[_context(grid, i, j, n)]
-            s = int(grid[i, j])
-            cdfs.append(_cdf(counts))
-            symbols.append(s)
-            counts[s] += INCREMENT
-    idx = list(range(len(symbols)))
-    return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
+    contexts = [_context(grid, i, j, n) for i in range(grid.shape[0]) for j in range(grid.shape[1])]
+    return encode_sequence(grid.reshape(-1), contexts, n, n ** 4)
 
 
 def decode_grid(data: bytes, shape: tuple[int, int], n: int) -> np.ndarray:
     """Inverse of encode_grid. A corrupt string decodes to some grid of valid symbols or raises
     ValueError; it never reads past its buffer."""
-    if len(data) < 8:  # the coder's flush alone writes 8 bytes
-        raise ValueError("rANS string too short")
     grid = np.zeros(shape, dtype=np.uint8)
-    tables = _tables(n)
-    dec = RansDecoder()
-    # compressai's decoder does not bounds-check its reads. No symbol is rarer than 2^-16, so a
-    # cell consumes at most 16 bits: zero padding of 2 bytes per cell keeps every read inside.
-    dec.set_stream(bytes(data) + bytes(2 * grid.size + 64))
+    decode = _AdaptiveDecoder(data, n, n ** 4, grid.size)
     for i in range(shape[0]):
-        for j in range(shape[1]):
-            counts = tables[_context(grid, i, j, n)]
-            s = dec.decode_stream([0], [_cdf(counts)], [n + 2], [0])[0]
-            if not 0 <= s < n:
-                raise ValueError("symbol out of range")
-            grid[i, j] = s
-            counts[s] += INCREMENT
+        for j in range(shape[1]):  # each cell's context needs its decoded neighbours
+            grid[i, j] = decode(_context(grid, i, j, n))
     return grid
 
 
@@ -109,16 +86,27 @@ def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
 
 def decode_sequence(data: bytes, contexts, n: int, n_contexts: int) -> list[int]:
     """Inverse of encode_sequence; a corrupt string raises ValueError or gives valid symbols."""
-    if len(data) < 8:
-        raise ValueError("rANS string too short")
-    tables = [[INIT_COUNT] * n for _ in range(n_contexts)]
-    dec = RansDecoder()
-    dec.set_stream(bytes(data) + bytes(2 * len(contexts) + 64))  # as decode_grid: reads stay inside
-    out = []
-    for c in contexts:
-        s = dec.decode_stream([0], [_cdf(tables[c])], [n + 2], [0])[0]
-        if not 0 <= s < n:
+    decode = _AdaptiveDecoder(data, n, n_contexts, len(contexts))
+    return [decode(c) for c in contexts]
+
+
+class _AdaptiveDecoder:
+    """Decodes one symbol at a time with the adaptive table of the context it is given, updating
+    the tables as the encoder did."""
+
+    def __init__(self, data: bytes, n: int, n_contexts: int, n_symbols: int):
+        if len(data) < 8:  # the coder's flush alone writes 8 bytes
+            raise ValueError("rANS string too short")
+        self.n, self.tables = n, [[INIT_COUNT] * n for _ in range(n_contexts)]
+        self.dec = RansDecoder()
+        # compressai's decoder does not bounds-check its reads. No symbol is rarer than 2^-16, so a
+        # symbol consumes at most 16 bits: zero padding of 2 bytes per symbol keeps every read inside.
+        self.dec.set_stream(bytes(data) + bytes(2 * n_symbols + 64))
+
+    def __call__(self, context: int) -> int:
+        counts = self.tables[context]
+        s = self.dec.decode_stream([0], [_cdf(counts)], [self.n + 2], [0])[0]
+        if not 0 <= s < self.n:
             raise ValueError("symbol out of range")
-        out.append(s)
-        tables[c][s] += INCREMENT
-    return out
+        counts[s] += INCREMENT
+        return s
