@@ -121,14 +121,13 @@ class Encoder:
             sections[Section.ALPHA] = self.alpha
         if self.roi is not None:
             sections[Section.ROI_MAP] = self.roi_section
-        data = container.pack(Container(header, sections))
         if refine and self.adapt_steps:
             payload = self._adaptation(z_str, y_str, t, qmap)
             if payload is not None:
                 adapted = container.pack(Container(header, {**sections, Section.SYNTHESIS_ADAPT: payload}))
                 if max_bytes is None or len(adapted) <= max_bytes:
-                    data = adapted
-        return data
+                    return adapted
+        return container.pack(Container(header, sections))
 
     def _adaptation(self, z_str: bytes, y_str: bytes, t: float, qmap) -> bytes | None:
         """The SYNTHESIS_ADAPT payload fitted for this file, or None where the section would

@@ -91,15 +91,16 @@ def unpack(payload: bytes, widths: list[int]) -> Adaptation:
     return Adaptation(scales, biases, list(payload[:n]))
 
 
-def bias_exps(g_s: nn.Sequential, y: torch.Tensor) -> list[int]:
-    """Per adapted layer, e with 2^-e about 1/64 of the median channel's standard deviation."""
+def plain_synthesis(g_s: nn.Sequential, y: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """g_s(y), and per adapted layer the bias exponent e: 2^-e is about 1/64 of the standard
+    deviation of that layer's median channel."""
     exps, x = [], y
     for m in g_s:
         x = m(x)
         if isinstance(m, nn.ConvTranspose2d):
             sd = float(x.float().std(dim=(0, 2, 3)).median())
             exps.append(min(max(round(math.log2(2 ** STEP_EXP / max(sd, 1e-6))), 1), MAX_EXP))
-    return exps
+    return x, exps
 
 
 def _crop(gen: torch.Generator, lat: tuple[int, int], size: tuple[int, int], crop: int):
@@ -134,7 +135,7 @@ def fit(g_s: nn.Sequential, y_hat: torch.Tensor, x: torch.Tensor, size: tuple[in
     h, w = size
     widths = layer_widths(g_s)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        exps = bias_exps(g_s, y_hat)
+        plain_out, exps = plain_synthesis(g_s, y_hat)  # its error is also the no-section cost
     # Both kinds fit in units of 2^STEP_EXP steps: scale 1 + p[0], bias p[1] * 2^(STEP_EXP - e_k),
     # so that Adam's steps of ~lr are relative changes for the biases too.
     step = 2.0 ** -STEP_EXP
@@ -168,9 +169,9 @@ def fit(g_s: nn.Sequential, y_hat: torch.Tensor, x: torch.Tensor, size: tuple[in
         with torch.enable_grad():
             for i in range(steps):
                 (a0, a1, p0, p1), (b0, b1, q0, q1) = _crop(gen, y_hat.shape[-2:], (h, w), crop)
-                py, px = 16 * a0, 16 * b0  # the window's first pixel
-                if py + p1 <= py + p0 or px + q1 <= px + q0:
+                if p1 <= p0 or q1 <= q0:  # the window holds only padding
                     continue
+                py, px = 16 * a0, 16 * b0  # the window's first pixel
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     x_hat = synthesize(g_s, y_hat[:, :, a0:a1, b0:b1], affine(i >= QUANT_FROM * steps))
                 sl = (slice(None), slice(None), slice(py + p0, py + p1), slice(px + q0, px + q1))
@@ -186,13 +187,15 @@ def fit(g_s: nn.Sequential, y_hat: torch.Tensor, x: torch.Tensor, size: tuple[in
     with torch.no_grad():
         ints = [torch.round(p.clamp(-lim, lim) / step).to(torch.int64) for p in params]
 
-        def mse(a):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                x_hat = synthesize(g_s, y_hat, None if a is None else to_affine(a))
+        def decoded_error(x_hat):
             x_hat = (x_hat.float()[:, :, :h, :w].clamp(0, 1) * 255).round() / 255  # as decoded
             return float(error(x_hat, target, wmap))
 
-        plain = mse(None)
+        def mse(a):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return decoded_error(synthesize(g_s, y_hat, to_affine(a)))
+
+        plain = decoded_error(plain_out)
         best = (rd_cost(plain, 0, lmbda, h * w), None, plain)
         for small in (0, 1, 2):
             kept = [torch.where(v.abs() > small, v, 0) for v in ints]
