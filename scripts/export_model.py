@@ -31,6 +31,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bf16-entropy", action="store_true",
                     help="also store h_s and the context as bf16 (codec.zoo.bf16_names): 26.8 -> 19.0 MB for hpgc")
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
+    ap.add_argument("--data", help="what the run trained on, for the card",
+                    default="shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image) and, "
+                            "since session 13, scripts/extra_train_photos.tsv (palapeli-data, scipy), "
+                            "downscaled 2x/3x/4x; validation split held out (scripts/fetch_data.py)")
     args = ap.parse_args(argv)
 
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
@@ -55,8 +59,8 @@ def main(argv=None) -> int:
             "steps": ck["step"], "wall_hours": round(ck.get("wall_s", 0) / 3600, 2),
             "batch": targs["batch"], "crop": targs["crop"], "lr_last": targs["lr"],
             "loss": "bpp + lambda(t) * 255^2 * MSE, t ~ U(0,1), lambda log-spaced over the range",
-            "data": "shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image), "
-                    "downscaled 2x/3x/4x; validation split held out (scripts/fetch_data.py)",
+            "data": args.data + (f"; photos picked by area ** {targs['area_power']}"
+                                 if targs.get("area_power", 1.0) != 1.0 else ""),
             "machine": args.machine,
             "history": args.history,
             "exported": time.strftime("%Y-%m-%d"),

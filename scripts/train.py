@@ -64,7 +64,7 @@ class CropSampler:
     """
 
     def __init__(self, images: list[torch.Tensor], crop: int, detail: float, device: str,
-                 gray: float = 0.0, stretch: float = 0.0, text: float = 0.0):
+                 gray: float = 0.0, stretch: float = 0.0, text: float = 0.0, area_power: float = 1.0):
         self.images = [im.to(device) for im in images]
         self.crop, self.detail, self.gray, self.stretch, self.text = crop, detail, gray, stretch, text
         # Its own stream, so that --text 0 leaves the crops of a given --seed as they were.
@@ -78,8 +78,9 @@ class CropSampler:
             ii = np.zeros((g.shape[0] + 1, g.shape[1] + 1))
             ii[1:, 1:] = e.cumsum(0).cumsum(1)
             self.integrals.append(ii)
-        # Pick photos by area, so every pixel is about equally likely.
-        area = np.array([im.shape[1] * im.shape[2] for im in images], dtype=float)
+        # Pick photos by area ** area_power: at 1 every pixel is about equally likely; lower
+        # powers give the small photos (whole scenes at the eval images' scale) a larger share.
+        area = np.array([im.shape[1] * im.shape[2] for im in images], dtype=float) ** area_power
         self.weights = (area / area.sum()).tolist()
 
     def _energy(self, k: int, y: int, x: int) -> float:
@@ -289,6 +290,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lmbda-min", type=float, default=0.0004)
     ap.add_argument("--lmbda-max", type=float, default=0.36)
     ap.add_argument("--detail", type=float, default=0.5, help="share of detail-seeking crops")
+    ap.add_argument("--area-power", type=float, default=1.0,
+                    help="pick photos by area ** P (1: every pixel alike; 0: every photo alike)")
     ap.add_argument("--gray", type=float, default=0.1, help="share of crops turned grey-scale")
     ap.add_argument("--stretch", type=float, default=0.2,
                     help="share of crops contrast-stretched until blacks and whites clip")
@@ -322,7 +325,7 @@ def main(argv=None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) / "prepared"
     sampler = CropSampler(load_images(data / "train", args.crop), args.crop, args.detail, dev,
-                          args.gray, args.stretch, args.text)
+                          args.gray, args.stretch, args.text, args.area_power)
     val_dir = data / "val"
     val_images = load_images(val_dir, 256) if val_dir.is_dir() else []
 

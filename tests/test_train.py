@@ -43,6 +43,17 @@ def test_detail_sampling_prefers_detailed_crops():
     assert right[1] > right[0] + 100
 
 
+def test_area_power_gives_small_photos_a_larger_share():
+    big = torch.zeros(3, 400, 400, dtype=torch.uint8)
+    small = torch.zeros(3, 100, 100, dtype=torch.uint8)
+    by_area = CropSampler([big, small], 32, 0.0, "cpu").weights
+    by_photo = CropSampler([big, small], 32, 0.0, "cpu", area_power=0.0).weights
+    halfway = CropSampler([big, small], 32, 0.0, "cpu", area_power=0.5).weights
+    assert by_area[1] == pytest.approx(1 / 17)
+    assert by_photo == pytest.approx([0.5, 0.5])
+    assert halfway[1] == pytest.approx(1 / 5)
+
+
 def test_batches_are_8_bit_and_augmented():
     random.seed(0)
     img = (torch.rand(3, 64, 64) * 200 + 20).to(torch.uint8)
