@@ -20,6 +20,8 @@
 # widens g_a's hidden layers to NA (default 192; scripts.train.widen_analysis), into $OUT/mcMa/.
 # An "s" suffix on a context variant codes its first SPATIAL groups (default 3) in two checkerboard
 # passes (train.py --spatial-groups; the new networks start at zero), into $OUT/mcMs/.
+# An "f" suffix keeps g_a and h_a in float32 (TF32) and autocasts g_s alone (train.py --bf16
+# synthesis; session 13 found bf16 analysis gradients drift the model on the CPU), into $OUT/mcMf/.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -86,9 +88,10 @@ EOF
     # optimisers, so it needs none.
     warmup=${WARMUP:-$([ "$mode" = run ] && echo 500 || echo 0)}
     for spec in ${MS:-c320}; do
-        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= spatial=
+        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= spatial= bf16=all
         while :; do
             case $m in
+                *f) m=${m%f}; bf16=synthesis ;;
                 *h) m=${m%h}; lmax=${LMBDA_HI:-1.0} ;;
                 *t) m=${m%t}; text=${TEXT:-0.3} ;;
                 *a) m=${m%a}; na=${NA:-192} ;;
@@ -100,7 +103,7 @@ EOF
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
-            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" \
+            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" \
             --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done

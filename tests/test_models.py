@@ -50,3 +50,23 @@ def test_unit_step_map_changes_nothing_and_finer_steps_cost_bits():
 
     finer = m(x, t, step=torch.full((1, 1, 4, 4), 4.0))
     assert bits(finer) > bits(plain)
+
+
+def test_synthesis_only_autocast_leaves_the_entropy_path_in_float32():
+    torch.manual_seed(0)
+    m = GainHyperprior(N=16, M=16, levels=3)
+    x, t = torch.rand(1, 3, 64, 64), torch.tensor([0.7])
+
+    def forward(autocast):  # training mode: the same uniform noise on the latent each time
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return m(x, t, autocast=autocast)
+
+    full, synth, off = forward(True), forward("synthesis"), forward(False)
+    # g_a and h_a in float32: the same latent, so the same likelihoods as without autocast.
+    assert torch.equal(synth["likelihoods"]["y"], off["likelihoods"]["y"])
+    assert torch.equal(synth["likelihoods"]["z"], off["likelihoods"]["z"])
+    assert not torch.equal(full["likelihoods"]["y"], off["likelihoods"]["y"])
+    # g_s under bf16 in both autocast modes: close to float32, not equal.
+    assert not torch.equal(synth["x_hat"], off["x_hat"])
+    assert torch.allclose(synth["x_hat"], off["x_hat"], atol=0.05)

@@ -104,15 +104,16 @@ class GainHyperprior(nn.Module):
                 self.interpolate(self.z_gain, t), self.interpolate(self.z_gain_inv, t))
 
     # ---- training forward -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool = False,
+    def forward(self, x: torch.Tensor, t: torch.Tensor, autocast: bool | str = False,
                 step: torch.Tensor | None = None, t_map: torch.Tensor | None = None):
-        """step: optional [B, 1, h, w] scalar quantisation multiplier per position (format
+        """autocast: bf16 autocast on g_a, h_a and g_s (True), on g_s only ("synthesis"), or
+        off. step: optional [B, 1, h, w] scalar quantisation multiplier per position (format
         version 1's ROI); t_map: optional [B, 1, h, w] rate parameter per position, coded as
         LatentCoder.quant_map does (version 2's ROI): per-channel steps g(t_map) / g(t), and
         g_s gets the decoded value times the inverse gains of t_map."""
         yg, yg_inv, zg, zg_inv = self.gains(t)
         device = x.device.type
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast is True):
             y = self.g_a(x).float() * yg
             z = self.h_a(y).float() * zg
         _, z_likelihoods = self.entropy_bottleneck(z)
@@ -143,7 +144,7 @@ class GainHyperprior(nn.Module):
             # and for the context of later slices.
             y_hats.append(ste_round((y[:, sl] - means) * st) / st + means)
         y_hat = torch.cat(y_hats, 1)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(autocast)):
             x_hat = self.g_s(y_hat * out_gain).float()
         return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(y_likelihoods, 1), "z": z_likelihoods}}
 
