@@ -79,6 +79,23 @@ def build_network(arch: dict) -> GainHyperprior:
     return GainHyperprior(**kw)
 
 
+def architecture(net: GainHyperprior) -> dict:
+    """The architecture record a card stores for `net`: build_network's inverse."""
+    arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
+            "N": net.N, "M": net.M, "levels": net.levels,
+            "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
+    if net.Na != net.N:
+        arch["Na"] = net.Na
+    if net.n_slices > 1:
+        arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
+                        "context, fixed-point context networks)")
+        arch["slices"], arch["context_hidden"] = net.n_slices, list(net.hidden)
+        if net.spatial_groups:
+            arch["type"] += "; checkerboard spatial context (He et al. 2021) in the first groups"
+            arch["spatial_groups"], arch["spatial_hidden"] = net.spatial_groups, net.spatial_hidden
+    return arch
+
+
 def load_model(name: str | None = None) -> LoadedModel:
     """Load (once per process) a shipped model; None means the default model."""
     name = name or os.environ.get("CODEC_MODEL") or DEFAULT_MODEL

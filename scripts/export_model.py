@@ -40,18 +40,7 @@ def main(argv=None) -> int:
     ck = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     targs = ck["args"]
     net = zoo.build_network(checkpoint_arch(ck))
-    arch = {"type": "GainHyperprior (mean-scale hyperprior + Cui 2021 gain units)",
-            "N": net.N, "M": net.M, "levels": net.levels,
-            "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
-    if net.Na != net.N:
-        arch["Na"] = net.Na
-    if net.n_slices > 1:
-        arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
-                        "context, fixed-point context networks)")
-        arch["slices"], arch["context_hidden"] = net.n_slices, list(net.hidden)
-        if net.spatial_groups:
-            arch["type"] += "; checkerboard spatial context (He et al. 2021) in the first groups"
-            arch["spatial_groups"], arch["spatial_hidden"] = net.spatial_groups, net.spatial_hidden
+    arch = zoo.architecture(net)
     net.load_state_dict(ck["model"])
     card = {
         "architecture": arch,

@@ -104,7 +104,7 @@ EOF
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
             --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" \
-            --detail "${DETAIL:-0.5}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
+            --detail "${DETAIL:-0.5}" --area-power "${AREA_POWER:-1.0}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done
     wait || true

@@ -105,3 +105,16 @@ def test_a_damaged_weights_file_is_a_clear_error(tmp_path, monkeypatch, compress
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ModelNotAvailableError, match="damaged"):
         zoo.load_model("tiny-bad")
+
+
+@pytest.mark.parametrize("kw", [{}, {"Na": 24}, {"slices": 4, "hidden": (8, 8)},
+                                {"slices": 4, "hidden": (8, 8), "spatial_groups": 2, "spatial_hidden": 12}])
+def test_the_architecture_record_rebuilds_the_same_network(kw):
+    from codec.models.gain_hyperprior import GainHyperprior
+
+    cls = GainChannelContext if "slices" in kw else GainHyperprior
+    net = cls(N=16, M=16, levels=4, lmbda_min=0.001, lmbda_max=0.1, **kw)
+    arch = zoo.architecture(net)
+    again = zoo.build_network(json.loads(json.dumps(arch)))  # as a card stores it
+    assert type(again) is cls and zoo.architecture(again) == arch
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
