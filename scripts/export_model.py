@@ -1,6 +1,6 @@
 """Export a training checkpoint to models/<id>.safetensors + models/<id>.json (the model card).
 
-    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320-3] [--bf16-entropy] [--eval]
+    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320-4] [--bf16-entropy] [--eval]
 
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.

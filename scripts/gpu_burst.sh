@@ -79,7 +79,7 @@ EOF
         ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
     fi
     init=.burst/init.pt
-    [ -f "$init" ] || init=hpgc-n128m320-2  # a rehearsal here, with models/ in place
+    [ -f "$init" ] || init=hpgc-n128m320-4  # a rehearsal here, with models/ in place
     # One training process per variant in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
