@@ -41,14 +41,34 @@ def test_refine_lowers_the_training_loss_it_optimises():
 
 
 def test_gray_refinement_optimises_the_error_of_the_planes_mean():
+    import copy
+
     import numpy as np
+    import torch.nn.functional as F
     from PIL import Image
 
     import codec
     from conftest import ASSETS
 
-    lm = codec.load_model()  # a random net's colour errors are too weak to tell the two apart
-    net, t = lm.net, 0.2
+    lm = codec.load_model()
+    t = 0.2
+
+    class ColourCast(torch.nn.Module):
+        """The shipped g_s plus a colour cast that the latent steers and the planes' mean
+        cancels. The shipped model already decodes grey crops almost grey (since
+        hpgc-n128m320-4 the two objectives tie on them), so the cast makes the colour error
+        strong enough to tell them apart."""
+
+        def __init__(self, g_s):
+            super().__init__()
+            self.g_s = g_s
+
+        def forward(self, y):
+            c = y[:, :3] - y[:, :3].mean(1, keepdim=True)  # zero mean over the three planes
+            return self.g_s(y) + F.interpolate(c, scale_factor=16)
+
+    net = copy.deepcopy(lm.net)
+    net.g_s = ColourCast(net.g_s)
     crop = Image.open(ASSETS / "chelsea.png").convert("L").crop((150, 60, 214, 124))
     x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255)[None, None].expand(1, 3, 64, 64)
     lam = net.lmbda(torch.tensor([t])).item()
@@ -63,7 +83,7 @@ def test_gray_refinement_optimises_the_error_of_the_planes_mean():
     rgb = refine_latent(net, x, y, t, (64, 64), steps=30)
     gray = refine_latent(net, x, y, t, (64, 64), steps=30, gray=True)
     with torch.no_grad():
-        assert cost(*gray) < cost(*rgb)
+        assert cost(*gray) < 0.99 * cost(*rgb)  # measured 0.969
 
 
 def test_joint_refinement_codes_through_the_real_coder_for_fewer_bits_and_less_error():
