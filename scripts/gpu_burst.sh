@@ -79,7 +79,8 @@ EOF
         ln -sfn "$PWD/.burst/data/prepared/val" /tmp/data/prepared/val
     fi
     init=.burst/init.pt
-    [ -f "$init" ] || init=hpgc-n128m320-4  # a rehearsal here, with models/ in place
+    # A rehearsal here (no init.pt) starts from the default model in models/, whatever it is now.
+    [ -f "$init" ] || init=$($PY -c "from codec.zoo import DEFAULT_MODEL; print(DEFAULT_MODEL)")
     # One training process per variant in MS, side by side: a 16 x 256^2 step leaves the
     # H100 mostly idle, and in session 5 two processes each ran at one process's speed.
     mkdir -p /tmp/run
