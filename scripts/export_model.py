@@ -49,7 +49,9 @@ def main(argv=None) -> int:
             "batch": targs["batch"], "crop": targs["crop"], "lr_last": targs["lr"],
             "loss": "bpp + lambda(t) * 255^2 * MSE, t ~ U(0,1), lambda log-spaced over the range",
             "data": args.data + (f"; photos picked by area ** {targs['area_power']}"
-                                 if targs.get("area_power", 1.0) != 1.0 else ""),
+                                 if targs.get("area_power", 1.0) != 1.0 else "")
+                    + (f"; {targs['shapes']:.0%} of crops synthetic shaded shapes (scripts/synthetic_shapes.py)"
+                       if targs.get("shapes", 0.0) > 0 else ""),
             "machine": args.machine,
             "history": args.history,
             "exported": time.strftime("%Y-%m-%d"),

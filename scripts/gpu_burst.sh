@@ -22,6 +22,8 @@
 # passes (train.py --spatial-groups; the new networks start at zero), into $OUT/mcMs/.
 # An "f" suffix keeps g_a and h_a in float32 (TF32) and autocasts g_s alone (train.py --bf16
 # synthesis; session 13 found bf16 analysis gradients drift the model on the CPU), into $OUT/mcMf/.
+# AREA_POWER and SHAPES (train.py --area-power, --shapes: synthetic shaded shapes, session 14)
+# apply to every variant.
 set -euo pipefail
 mode=${1:?pack|run|unpack}
 
@@ -105,7 +107,7 @@ EOF
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
             --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" \
-            --detail "${DETAIL:-0.5}" --area-power "${AREA_POWER:-1.0}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
+            --detail "${DETAIL:-0.5}" --area-power "${AREA_POWER:-1.0}" --shapes "${SHAPES:-0}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done
     wait || true

@@ -36,6 +36,7 @@ from PIL import Image
 from codec.models.gain_hyperprior import GainHyperprior
 from codec.precision import native_bf16
 from codec.zoo import build_network
+from scripts.synthetic_shapes import shapes_crop
 from scripts.synthetic_text import draw_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,14 @@ class CropSampler:
     """
 
     def __init__(self, images: list[torch.Tensor], crop: int, detail: float, device: str,
-                 gray: float = 0.0, stretch: float = 0.0, text: float = 0.0, area_power: float = 1.0):
+                 gray: float = 0.0, stretch: float = 0.0, text: float = 0.0, area_power: float = 1.0,
+                 shapes: float = 0.0):
         self.images = [im.to(device) for im in images]
         self.crop, self.detail, self.gray, self.stretch, self.text = crop, detail, gray, stretch, text
-        # Its own stream, so that --text 0 leaves the crops of a given --seed as they were.
+        self.shapes = shapes
+        # Their own streams, so that --text 0 --shapes 0 leave the crops of a given --seed as they were.
         self.text_rng = random.Random(random.getrandbits(32)) if text > 0 else None
+        self.shapes_rng = random.Random(random.getrandbits(32)) if shapes > 0 else None
         self.integrals = []
         for im in images:
             g = im.float().mean(0).numpy()
@@ -105,6 +109,10 @@ class CropSampler:
                 t = t.flip(2)
             crops.append(torch.rot90(t, random.randint(0, 3), (1, 2)))
         x = torch.stack(crops).float() / 255.0
+        if self.shapes > 0:
+            for i in range(n):
+                if self.shapes_rng.random() < self.shapes:
+                    x[i] = shapes_crop(c, self.shapes_rng, x.device)
         if self.text > 0:
             for i in range(n):
                 if self.text_rng.random() < self.text:
@@ -301,6 +309,8 @@ def main(argv=None) -> int:
                     help="share of crops contrast-stretched until blacks and whites clip")
     ap.add_argument("--text", type=float, default=0.0,
                     help="share of crops with synthetic text drawn on (scripts.synthetic_text)")
+    ap.add_argument("--shapes", type=float, default=0.0,
+                    help="share of crops replaced by synthetic shaded shapes (scripts.synthetic_shapes)")
     ap.add_argument("--roi-prob", type=float, default=0.25,
                     help="share of images coded with a random ROI-like quality map")
     ap.add_argument("--log-every", type=int, default=100)
@@ -331,7 +341,7 @@ def main(argv=None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) / "prepared"
     sampler = CropSampler(load_images(data / "train", args.crop), args.crop, args.detail, dev,
-                          args.gray, args.stretch, args.text, args.area_power)
+                          args.gray, args.stretch, args.text, args.area_power, args.shapes)
     val_dir = data / "val"
     val_images = load_images(val_dir, 256) if val_dir.is_dir() else []
 
