@@ -7,7 +7,8 @@
 #   bash scripts/gpu_burst.sh unpack DIR RUN  # here: DIR = one width's files (OUT/mM) -> RUN/burst.pt
 #
 # The device machine has torch but not compressai, and must not receive more than 64 MiB, so
-# `pack` sends only the 2x downscales (as lossless WebP) and `run` makes the 3x/4x ones there,
+# `pack` sends only the 2x downscales (as lossless WebP; photos a package stores as WebP go as
+# those bytes) and `run` makes the 3x/4x ones there,
 # and the run starts from .burst/init.pt (`pack` writes the default model's weights there):
 # models/ (60 MB) does not fit beside it, so move models/ aside for the device call.
 # MS (default c320) lists variants trained side by side from that start, each width >= its M
@@ -32,11 +33,25 @@ pack)
     rm -rf .burst && mkdir -p .burst/data/prepared/train .burst/data/prepared/val .burst/whl
     grep -qx '/.burst/' .git/info/exclude || echo '/.burst/' >> .git/info/exclude
     .venv/bin/python - <<'EOF'
+import csv, shutil
 from pathlib import Path
 from PIL import Image
+from scripts.fetch_data import EXTRA_MANIFEST
+# Photos the package already stores as WebP (inside Qt bundles, session 15) travel as those
+# bytes, NAME_x1.webp, smaller than a lossless 2x; fetch_data left them under data/debs.
+originals = {}
+for r in csv.DictReader(EXTRA_MANIFEST.open(), delimiter="\t"):
+    bundle, _, resource = r["source_path"].partition("!")
+    if resource.endswith(".webp"):
+        originals[Path(resource).stem] = Path("data/debs", r["source_package"], bundle.lstrip("/") + ".d",
+                                              resource.lstrip("/"))
 for split, pattern in (("train", "*_x2.png"), ("val", "*_x4.png")):
     for f in sorted(Path("data/prepared", split).glob(pattern)):
-        Image.open(f).save(Path(".burst/data/prepared", split, f.stem + ".webp"), lossless=True, method=4)
+        name = f.stem[:-3]
+        if split == "train" and originals.get(name, Path("-")).is_file():
+            shutil.copyfile(originals[name], Path(".burst/data/prepared", split, name + "_x1.webp"))
+        else:
+            Image.open(f).save(Path(".burst/data/prepared", split, f.stem + ".webp"), lossless=True, method=4)
 EOF
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_34_x86_64 -d .burst/whl compressai==1.2.8
@@ -72,8 +87,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from scripts.fetch_data import prepare
 out = Path("/tmp/data/prepared/train"); out.mkdir(parents=True, exist_ok=True)
-def derive(f):  # NAME_x2.webp -> NAME_x2/x3/x4.png, as scripts.fetch_data makes them (+-1 px)
-    prepare(f, out, f.stem[:-3], base=2)
+def derive(f):  # NAME_xB.webp (B = 2, or 1 for an original) -> NAME_x2/x3/x4.png, as
+    name, base = f.stem.rsplit("_x", 1)  # scripts.fetch_data makes them (+-1 px from a 2x)
+    prepare(f, out, name, base=int(base))
 with ThreadPoolExecutor(16) as ex:
     list(ex.map(derive, sorted(Path(".burst/data/prepared/train").glob("*.webp"))))
 print(len(list(out.glob("*.png"))), "training images")
