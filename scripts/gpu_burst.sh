@@ -57,16 +57,18 @@ EOF
         --platform manylinux_2_34_x86_64 -d .burst/whl compressai==1.2.8
     python3 -m pip download -q --no-deps --only-binary=:all: -d .burst/whl pytorch-msssim==1.0.0
     .venv/bin/python - <<'EOF'
+import json, os
 import torch
 from safetensors.torch import load
-from codec.zoo import load_model, read_weights, weights_path
-m = load_model()
-# The weights as shipped (convolutions in bf16, codec.zoo.bf16_names), and the card's whole
-# architecture record: train.py reads only the keys it knows, as codec.zoo.build_network does.
-state = load(read_weights(weights_path(m.model_id)))
-torch.save({"model": state, "arch": m.card["architecture"], "step": m.card["training"]["steps"],
-            "wall_s": m.card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
-print("init:", m.model_id, m.card["training"]["steps"], "steps")
+from codec.zoo import DEFAULT_MODEL, models_dir, read_weights, weights_path
+model_id = os.environ.get("CODEC_MODEL") or DEFAULT_MODEL  # as codec.zoo.load_model picks it
+card = json.loads((models_dir() / f"{model_id}.json").read_text())
+# The weights as shipped (convolutions in bf16, codec.zoo.bf16_names), read once, and the card's
+# whole architecture record: train.py reads only the keys it knows, as codec.zoo.build_network does.
+state = load(read_weights(weights_path(model_id)))
+torch.save({"model": state, "arch": card["architecture"], "step": card["training"]["steps"],
+            "wall_s": card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
+print("init:", model_id, card["training"]["steps"], "steps")
 EOF
     du -sh .burst
     ;;
