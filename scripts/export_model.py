@@ -33,8 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     ap.add_argument("--data", help="what the run trained on, for the card",
                     default="shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image) and, "
-                            "since session 13, scripts/extra_train_photos.tsv (palapeli-data, scipy; since "
-                            "session 15 also 48 gcompris-qt-data photos), "
+                            "since session 13, scripts/extra_train_photos.tsv (palapeli-data, scipy), "
                             "downscaled 2x/3x/4x; validation split held out (scripts/fetch_data.py)")
     args = ap.parse_args(argv)
 

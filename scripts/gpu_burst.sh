@@ -36,11 +36,11 @@ pack)
 import csv, shutil
 from pathlib import Path
 from PIL import Image
-from scripts.fetch_data import EXTRA_MANIFEST
+from scripts.fetch_data import EXTRA_MANIFEST, OPTIONAL_MANIFESTS
 # Photos the package already stores as WebP (inside Qt bundles, session 15) travel as those
 # bytes, NAME_x1.webp, smaller than a lossless 2x; fetch_data left them under data/debs.
 originals = {}
-for r in csv.DictReader(EXTRA_MANIFEST.open(), delimiter="\t"):
+for r in (r for m in [EXTRA_MANIFEST, *OPTIONAL_MANIFESTS.values()] for r in csv.DictReader(m.open(), delimiter="\t")):
     bundle, _, resource = r["source_path"].partition("!")
     if resource.endswith(".webp"):
         originals[Path(resource).stem] = Path("data/debs", r["source_package"], bundle.lstrip("/") + ".d",
