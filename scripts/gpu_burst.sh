@@ -33,23 +33,19 @@ pack)
     rm -rf .burst && mkdir -p .burst/data/prepared/train .burst/data/prepared/val .burst/whl
     grep -qx '/.burst/' .git/info/exclude || echo '/.burst/' >> .git/info/exclude
     .venv/bin/python - <<'EOF'
-import csv, shutil
+import shutil
 from pathlib import Path
 from PIL import Image
-from scripts.fetch_data import EXTRA_MANIFEST, OPTIONAL_MANIFESTS
+from scripts.fetch_data import OPTIONAL_MANIFESTS, manifest_rows, photo_stem, source_file
 # Photos the package already stores as WebP (inside Qt bundles, session 15) travel as those
 # bytes, NAME_x1.webp, smaller than a lossless 2x; fetch_data left them under data/debs.
-originals = {}
-for r in (r for m in [EXTRA_MANIFEST, *OPTIONAL_MANIFESTS.values()] for r in csv.DictReader(m.open(), delimiter="\t")):
-    bundle, _, resource = r["source_path"].partition("!")
-    if resource.endswith(".webp"):
-        originals[Path(resource).stem] = Path("data/debs", r["source_package"], bundle.lstrip("/") + ".d",
-                                              resource.lstrip("/"))
+webp = {photo_stem(r): r for r in manifest_rows(OPTIONAL_MANIFESTS) if r["source_path"].endswith(".webp")}
 for split, pattern in (("train", "*_x2.png"), ("val", "*_x4.png")):
     for f in sorted(Path("data/prepared", split).glob(pattern)):
         name = f.stem[:-3]
-        if split == "train" and originals.get(name, Path("-")).is_file():
-            shutil.copyfile(originals[name], Path(".burst/data/prepared", split, name + "_x1.webp"))
+        if split == "train" and name in webp:
+            shutil.copyfile(source_file(webp[name], Path("data/debs")),
+                            Path(".burst/data/prepared", split, name + "_x1.webp"))
         else:
             Image.open(f).save(Path(".burst/data/prepared", split, f.stem + ".webp"), lossless=True, method=4)
 EOF

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.fetch_data import EXTRA_MANIFEST, OPTIONAL_MANIFESTS, extract_resource, prepare, read_photo
+from scripts.fetch_data import OPTIONAL_MANIFESTS, extract_resource, manifest_rows, prepare, read_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 # shared/data/SOURCES.md: the evaluation and reserved sources, never to be trained on.
@@ -19,10 +19,7 @@ EVAL_MANIFEST = ROOT.parent / "shared" / "data" / "eval" / "MANIFEST.tsv"
 
 
 def _rows():
-    rows = []
-    for manifest in [EXTRA_MANIFEST, *OPTIONAL_MANIFESTS.values()]:
-        rows += list(csv.DictReader(manifest.open(), delimiter="\t"))
-    return rows
+    return manifest_rows(OPTIONAL_MANIFESTS)
 
 
 def test_every_extra_photo_is_recorded_in_full():
