@@ -4,6 +4,11 @@ A file names its model by id and by the first 8 bytes of the weights' sha256; bo
 an installed model. CODEC_MODELS points at another models folder. Weights may be stored
 xz-compressed as <id>.safetensors.xz (session 9: keeps models/ near 60 MB with four models);
 the sha256 is always that of the uncompressed safetensors bytes, so compressing changes no id.
+
+A card may name optional encoder weights (its "encoder" entry: file and sha256): a later g_a,
+h_a and z_gain trained with every decoder weight frozen (train.py --encoder-only). They replace
+the model's own when it loads, and files keep the model's id and weights hash: the decoder they
+need is the one that was shipped (session 16).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class LoadedModel:
     model_id: str
     weights_hash: bytes  # first 8 bytes of sha256(weights file)
     card: dict
+    encoder_hash: bytes | None  # first 8 bytes of the optional encoder weights' sha256
     net: GainHyperprior
     coder: LatentCoder
 
@@ -60,6 +66,12 @@ def read_weights(path: Path) -> bytes:
     """The safetensors bytes of a weights file, decompressed when it is .xz."""
     raw = path.read_bytes()
     return lzma.decompress(raw) if path.suffix == ".xz" else raw
+
+
+def encoder_side(name: str) -> bool:
+    """A weight only the encoder runs. y_gain is not one: the decoder reads it for ROI step
+    ratios (LatentCoder.quant_map); z_gain_inv is the decoder's side of z_gain."""
+    return name.startswith(("g_a.", "h_a.")) or name == "z_gain"
 
 
 def available_models() -> list[str]:
@@ -119,12 +131,59 @@ def load_model(name: str | None = None) -> LoadedModel:
             for b in names:
                 getattr(module, b).resize_(state[f"{module_name}.{b}"].shape)
         net.load_state_dict(state)
+        encoder_hash = _load_encoder(net, name, d, card["encoder"]) if "encoder" in card else None
         net.eval().requires_grad_(False)
         net.g_s.to(memory_format=torch.channels_last)
         net.g_a.to(memory_format=torch.channels_last)
-        lm = LoadedModel(name, hashlib.sha256(raw).digest()[:8], card, net, LatentCoder(net))
+        lm = LoadedModel(name, hashlib.sha256(raw).digest()[:8], card, encoder_hash, net,
+                         LatentCoder(net))
         _CACHE[name] = lm
         return lm
+
+
+def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> bytes:
+    """Put the card's encoder weights into net; the first 8 bytes of their sha256."""
+    path = d / entry["file"]
+    try:
+        raw = read_weights(path)
+        state = load(raw)
+    except (OSError, lzma.LZMAError, SafetensorError) as e:
+        raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} are missing or "
+                                     f"damaged ({e})") from None
+    digest = hashlib.sha256(raw).digest()
+    if digest.hex() != entry["sha256"]:
+        raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} do not match "
+                                     f"its card's sha256")
+    own = {k for k in net.state_dict() if encoder_side(k)}
+    if set(state) != own:
+        raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} must hold "
+                                     f"exactly g_a, h_a and z_gain")
+    net.load_state_dict(state, strict=False)
+    return digest[:8]
+
+
+def export_encoder(state: dict, model_id: str, entry: dict, out_dir: Path | None = None) -> Path:
+    """Store the encoder-side weights of state (a full state dict as stored_state gives it) as
+    optional encoder weights of the installed model_id, and name them in its card. Refused when
+    any decoder-side weight differs from the installed model's: files must decode as before."""
+    out_dir = Path(out_dir or models_dir())
+    card_path = out_dir / f"{model_id}.json"
+    weights = weights_path(model_id, out_dir)
+    if weights is None or not card_path.exists():
+        raise ModelNotAvailableError(f"model {model_id!r} is not installed in {out_dir}")
+    base = load(read_weights(weights))
+    changed = [k for k, v in base.items() if not encoder_side(k)
+               and not (k in state and state[k].dtype == v.dtype and torch.equal(state[k], v))]
+    if changed:
+        raise ValueError(f"{len(changed)} decoder-side weights differ from {model_id}'s, e.g. {changed[0]}")
+    raw = save({k: v.detach().contiguous().clone() for k, v in state.items() if encoder_side(k)})
+    path = out_dir / f"{model_id}.encoder.safetensors.xz"
+    _store(raw, path)
+    card = json.loads(card_path.read_text())
+    card["encoder"] = {**entry, "file": path.name, "sha256": hashlib.sha256(raw).hexdigest()}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    _CACHE.pop(model_id, None)
+    return path
 
 
 def find_model(model_id: str, weights_hash: bytes) -> LoadedModel:
@@ -167,12 +226,16 @@ def bf16_names(net: GainHyperprior, entropy: bool = False) -> set[str]:
     return names
 
 
+def stored_state(state: dict, half: set[str]) -> dict:
+    """state as the weights file holds it: the names in half as bf16."""
+    return {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
+            for k, v in state.items()}
+
+
 def _write_weights(state: dict, half: set[str], weights: Path) -> str:
     """Save state (the names in half as bf16) to weights atomically, xz-compressed when the name
     ends in .xz; return the sha256 of the safetensors bytes."""
-    state = {k: (v.to(torch.bfloat16) if k in half else v).detach().contiguous().clone()
-             for k, v in state.items()}
-    raw = save(state)
+    raw = save(stored_state(state, half))
     _store(raw, weights)
     return hashlib.sha256(raw).hexdigest()
 

@@ -2,6 +2,10 @@
 
     python -m scripts.export_model --ckpt runs/mc320/last.pt [--id MODEL_ID] [--bf16-entropy] [--eval]
 
+--encoder-for MODEL_ID instead stores the checkpoint's g_a, h_a and z_gain as optional encoder
+weights of that installed model (codec.zoo.export_encoder: refused unless every decoder weight is
+the model's); --history says how they were trained.
+
 --eval measures the exported model on shared/data/eval/images with real encodes
 (scripts.eval_codec) and stores the RD points in the card.
 """
@@ -30,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--machine", default="2-core CPU, bf16 autocast on the transforms")
     ap.add_argument("--bf16-entropy", action="store_true",
                     help="also store h_s and the context as bf16 (codec.zoo.bf16_names): 26.8 -> 19.0 MB for hpgc")
+    ap.add_argument("--encoder-for", metavar="MODEL_ID",
+                    help="store only the encoder weights, as an update of this installed model")
     ap.add_argument("--history", default="", help="how the steps were trained, for the card")
     ap.add_argument("--data", help="what the run trained on, for the card",
                     default="shared/data/train_allowlist.tsv photos (Debian wallpapers + scikit-image) and, "
@@ -42,6 +48,14 @@ def main(argv=None) -> int:
     net = zoo.build_network(checkpoint_arch(ck))
     arch = zoo.architecture(net)
     net.load_state_dict(ck["model"])
+    if args.encoder_for:
+        net.update(force=True)
+        state = zoo.stored_state(net.state_dict(), zoo.bf16_names(net, entropy=args.bf16_entropy))
+        entry = {"steps": ck["step"], "wall_hours": round(ck.get("wall_s", 0) / 3600, 2),
+                 "machine": args.machine, "history": args.history, "exported": time.strftime("%Y-%m-%d")}
+        out = zoo.export_encoder(state, args.encoder_for, entry, Path(args.out) if args.out else None)
+        print(f"wrote {out}")
+        return 0
     card = {
         "architecture": arch,
         "training": {

@@ -221,11 +221,13 @@ class Ours(Codec):
         return None
 
     def settings(self):
-        # The weights hash keys the cache: retrained weights under the same id are rerun. So does
-        # the synthesis precision, which moves PSNR by 0.01-0.03 dB (codec.precision).
+        # The weights hashes key the cache: retrained weights under the same id, or new encoder
+        # weights for it (zoo), are rerun. So does the synthesis precision, which moves PSNR by
+        # 0.01-0.03 dB (codec.precision).
         from codec.precision import synth_bf16
         m = self.model  # set by missing()
-        return (f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()}), "
+        enc = f", encoder weights {m.encoder_hash.hex()}" if m.encoder_hash else ""
+        return (f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()}{enc}), "
                 f"g_s in {'bf16' if synth_bf16() else 'float32'}")
 
     def version(self):

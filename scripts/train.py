@@ -35,18 +35,12 @@ from PIL import Image
 
 from codec.models.gain_hyperprior import GainHyperprior
 from codec.precision import native_bf16
-from codec.zoo import build_network
+from codec.zoo import build_network, encoder_side  # what --encoder-only trains
 from scripts.synthetic_shapes import shapes_crop
 from scripts.synthetic_text import draw_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GAIN_PARAMS = ("y_gain", "y_gain_inv", "z_gain", "z_gain_inv")
-
-
-def encoder_side(name: str) -> bool:
-    """A parameter only the encoder uses (--encoder-only): y_gain is not one, as the decoder reads
-    it for ROI step ratios (LatentCoder.quant_map)."""
-    return name.startswith(("g_a.", "h_a.")) or name == "z_gain"
 
 
 def load_images(folder: Path, min_side: int = 0) -> list[torch.Tensor]:

@@ -177,7 +177,7 @@ def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_p
 
 
 def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):
-    from scripts.train import encoder_side
+    from codec.zoo import encoder_side
 
     before, ck = _train_from_tiny_init(tmp_path, "--encoder-only", steps=3)
     moved = {k for k in before if not torch.equal(before[k], ck["model"][k])}

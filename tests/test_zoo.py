@@ -118,3 +118,61 @@ def test_the_architecture_record_rebuilds_the_same_network(kw):
     again = zoo.build_network(json.loads(json.dumps(arch)))  # as a card stores it
     assert type(again) is cls and zoo.architecture(again) == arch
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+
+
+def _perturbed(model_id: str, tmp_path, prefix: str) -> dict:
+    """The installed model's stored state with the weights under prefix moved."""
+    state = zoo.load(zoo.read_weights(zoo.weights_path(model_id, tmp_path)))
+    torch.manual_seed(1)
+    for k, v in state.items():
+        if k.startswith(prefix) and v.is_floating_point():
+            state[k] = v + (0.05 * torch.randn(v.shape)).to(v.dtype)
+    return state
+
+
+def test_encoder_weights_change_the_files_not_the_decoder_they_need(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-enc")
+    old = codec.encode(small, quality=60, model="tiny-enc")
+    old_pixels = np.asarray(codec.decode(old))
+
+    path = zoo.export_encoder(_perturbed("tiny-enc", tmp_path, "g_a."), "tiny-enc", {"steps": 1}, tmp_path)
+    card = json.loads((tmp_path / "tiny-enc.json").read_text())
+    assert card["encoder"]["file"] == path.name and card["encoder"]["steps"] == 1
+    lm = zoo.load_model("tiny-enc")
+    assert lm.encoder_hash == bytes.fromhex(card["encoder"]["sha256"])[:8]
+    new = codec.encode(small, quality=60, model="tiny-enc")
+    assert new != old
+    assert [codec.read_info(d)[k] for d in (new, old) for k in ("model_id", "weights_hash")] == \
+        ["tiny-enc", lm.weights_hash.hex()] * 2
+    new_pixels = np.asarray(codec.decode(new))
+    assert np.array_equal(np.asarray(codec.decode(old)), old_pixels)  # the decoder did not change
+
+    # Without the encoder weights (an install of the model as first shipped) the new file
+    # decodes to the same pixels.
+    del card["encoder"]
+    (tmp_path / "tiny-enc.json").write_text(json.dumps(card))
+    zoo._CACHE.pop("tiny-enc", None)
+    assert zoo.load_model("tiny-enc").encoder_hash is None
+    assert np.array_equal(np.asarray(codec.decode(new)), new_pixels)
+    assert codec.encode(small, quality=60, model="tiny-enc") == old
+    zoo._CACHE.pop("tiny-enc", None)
+
+
+def test_encoder_weights_that_would_change_decoding_or_are_damaged_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-enc2")
+    with pytest.raises(ValueError, match="decoder-side"):
+        zoo.export_encoder(_perturbed("tiny-enc2", tmp_path, "g_s."), "tiny-enc2", {}, tmp_path)
+    path = zoo.export_encoder(_perturbed("tiny-enc2", tmp_path, "h_a."), "tiny-enc2", {}, tmp_path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-50])
+    with pytest.raises(ModelNotAvailableError, match="damaged"):
+        zoo.load_model("tiny-enc2")
+    card_path = tmp_path / "tiny-enc2.json"
+    card = json.loads(card_path.read_text())
+    path.write_bytes(raw)
+    card["encoder"]["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelNotAvailableError, match="sha256"):
+        zoo.load_model("tiny-enc2")
