@@ -141,8 +141,9 @@ def load_model(name: str | None = None) -> LoadedModel:
         return lm
 
 
-def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> bytes:
-    """Put the card's encoder weights into net; the first 8 bytes of their sha256."""
+def encoder_weights(name: str, d: Path, entry: dict) -> tuple[dict, bytes]:
+    """The encoder weights a card's "encoder" entry names, as stored, checked against its sha256;
+    and the first 8 bytes of that sha256."""
     path = d / entry["file"]
     try:
         raw = read_weights(path)
@@ -154,12 +155,17 @@ def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> bytes
     if digest.hex() != entry["sha256"]:
         raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} do not match "
                                      f"its card's sha256")
-    own = {k for k in net.state_dict() if encoder_side(k)}
-    if set(state) != own:
-        raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} must hold "
+    return state, digest[:8]
+
+
+def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> bytes:
+    """Put the card's encoder weights into net; the first 8 bytes of their sha256."""
+    state, short_hash = encoder_weights(name, d, entry)
+    if set(state) != {k for k in net.state_dict() if encoder_side(k)}:
+        raise ModelNotAvailableError(f"model {name!r}: encoder weights {entry['file']} must hold "
                                      f"exactly g_a, h_a and z_gain")
     net.load_state_dict(state, strict=False)
-    return digest[:8]
+    return short_hash
 
 
 def export_encoder(state: dict, model_id: str, entry: dict, out_dir: Path | None = None) -> Path:

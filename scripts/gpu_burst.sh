@@ -56,14 +56,14 @@ EOF
 import json, os
 import torch
 from safetensors.torch import load
-from codec.zoo import DEFAULT_MODEL, models_dir, read_weights, weights_path
+from codec.zoo import DEFAULT_MODEL, encoder_weights, models_dir, read_weights, weights_path
 model_id = os.environ.get("CODEC_MODEL") or DEFAULT_MODEL  # as codec.zoo.load_model picks it
 card = json.loads((models_dir() / f"{model_id}.json").read_text())
 # The weights as shipped (convolutions in bf16, codec.zoo.bf16_names), read once, and the card's
 # whole architecture record: train.py reads only the keys it knows, as codec.zoo.build_network does.
 state = load(read_weights(weights_path(model_id)))
 if "encoder" in card:  # its later encoder weights, as codec.zoo.load_model puts them in
-    state.update(load(read_weights(models_dir() / card["encoder"]["file"])))
+    state.update(encoder_weights(model_id, models_dir(), card["encoder"])[0])
 torch.save({"model": state, "arch": card["architecture"], "step": card["training"]["steps"],
             "wall_s": card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", model_id, card["training"]["steps"], "steps")
