@@ -7,8 +7,8 @@ the sha256 is always that of the uncompressed safetensors bytes, so compressing 
 
 A card may name optional encoder weights (its "encoder" entry: file and sha256): a later g_a,
 h_a and z_gain trained with every decoder weight frozen (train.py --encoder-only). They replace
-the model's own when it loads, and files keep the model's id and weights hash: the decoder they
-need is the one that was shipped (session 16).
+the model's own when an encoder loads it (decoding never reads them), and files keep the model's
+id and weights hash: the decoder they need is the one that was shipped (session 16).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class LoadedModel:
     encoder_hash: bytes | None  # first 8 bytes of the optional encoder weights' sha256
     net: GainHyperprior
     coder: LatentCoder
+    encoder_loaded: bool = True  # False until the card's encoder weights are in net
 
 
 def weights_path(model_id: str, d: Path | None = None) -> Path | None:
@@ -108,37 +109,46 @@ def architecture(net: GainHyperprior) -> dict:
     return arch
 
 
-def load_model(name: str | None = None) -> LoadedModel:
-    """Load (once per process) a shipped model; None means the default model."""
+def load_model(name: str | None = None, encoder: bool = True) -> LoadedModel:
+    """Load (once per process) a shipped model; None means the default model. encoder=False
+    leaves out the card's optional encoder weights, which decoding never runs; a later call
+    with encoder=True puts them in."""
     name = name or os.environ.get("CODEC_MODEL") or DEFAULT_MODEL
     with _LOCK:
-        if name in _CACHE:
-            return _CACHE[name]
-        d = models_dir()
-        weights, card_path = weights_path(name, d), d / f"{name}.json"
-        if weights is None or not card_path.exists():
-            raise ModelNotAvailableError(
-                f"model {name!r} is not available (installed: {', '.join(available_models()) or 'none'})")
-        card = json.loads(card_path.read_text())
-        net = build_network(card["architecture"])
-        try:
-            raw = read_weights(weights)
-            state = load(raw)
-        except (lzma.LZMAError, SafetensorError) as e:  # a truncated or damaged install
-            raise ModelNotAvailableError(f"model {name!r}: {weights.name} is damaged ({e})") from None
-        for module_name, names in _CDF_BUFFERS.items():
-            module = getattr(net, module_name)
-            for b in names:
-                getattr(module, b).resize_(state[f"{module_name}.{b}"].shape)
-        net.load_state_dict(state)
-        encoder_hash = _load_encoder(net, name, d, card["encoder"]) if "encoder" in card else None
-        net.eval().requires_grad_(False)
-        net.g_s.to(memory_format=torch.channels_last)
-        net.g_a.to(memory_format=torch.channels_last)
-        lm = LoadedModel(name, hashlib.sha256(raw).digest()[:8], card, encoder_hash, net,
-                         LatentCoder(net))
-        _CACHE[name] = lm
+        lm = _CACHE.get(name) or _load(name)
+        if encoder and not lm.encoder_loaded:
+            _load_encoder(lm.net, name, models_dir(), lm.card["encoder"])
+            lm.encoder_loaded = True
+        _CACHE[name] = lm  # not before: a failed first load reads the card again next time
         return lm
+
+
+def _load(name: str) -> LoadedModel:
+    d = models_dir()
+    weights, card_path = weights_path(name, d), d / f"{name}.json"
+    if weights is None or not card_path.exists():
+        raise ModelNotAvailableError(
+            f"model {name!r} is not available (installed: {', '.join(available_models()) or 'none'})")
+    card = json.loads(card_path.read_text())
+    net = build_network(card["architecture"])
+    try:
+        raw = read_weights(weights)
+        state = load(raw)
+    except (lzma.LZMAError, SafetensorError) as e:  # a truncated or damaged install
+        raise ModelNotAvailableError(f"model {name!r}: {weights.name} is damaged ({e})") from None
+    for module_name, names in _CDF_BUFFERS.items():
+        module = getattr(net, module_name)
+        for b in names:
+            getattr(module, b).resize_(state[f"{module_name}.{b}"].shape)
+    net.load_state_dict(state)
+    net.eval().requires_grad_(False)
+    net.g_s.to(memory_format=torch.channels_last)
+    net.g_a.to(memory_format=torch.channels_last)
+    entry = card.get("encoder")
+    # The hash comes from the card; _load_encoder checks the file against it when it is read.
+    encoder_hash = bytes.fromhex(entry["sha256"])[:8] if entry else None
+    return LoadedModel(name, hashlib.sha256(raw).digest()[:8], card, encoder_hash, net,
+                       LatentCoder(net), encoder_loaded=entry is None)
 
 
 def encoder_weights(name: str, d: Path, entry: dict) -> tuple[dict, bytes]:
@@ -158,14 +168,13 @@ def encoder_weights(name: str, d: Path, entry: dict) -> tuple[dict, bytes]:
     return state, digest[:8]
 
 
-def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> bytes:
-    """Put the card's encoder weights into net; the first 8 bytes of their sha256."""
-    state, short_hash = encoder_weights(name, d, entry)
+def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> None:
+    """Put the card's encoder weights into net, checked against the card's sha256."""
+    state, _ = encoder_weights(name, d, entry)
     if set(state) != {k for k in net.state_dict() if encoder_side(k)}:
         raise ModelNotAvailableError(f"model {name!r}: encoder weights {entry['file']} must hold "
                                      f"exactly g_a, h_a and z_gain")
     net.load_state_dict(state, strict=False)
-    return short_hash
 
 
 def export_encoder(state: dict, model_id: str, entry: dict, out_dir: Path | None = None) -> Path:
@@ -193,9 +202,10 @@ def export_encoder(state: dict, model_id: str, entry: dict, out_dir: Path | None
 
 
 def find_model(model_id: str, weights_hash: bytes) -> LoadedModel:
-    """The installed model a file names, or ModelNotAvailableError."""
+    """The installed model a file names, or ModelNotAvailableError. Without its encoder weights,
+    which a decoder does not need."""
     try:
-        lm = load_model(model_id)
+        lm = load_model(model_id, encoder=False)
     except ModelNotAvailableError:
         raise ModelNotAvailableError(
             f"model {model_id!r} (weights {weights_hash.hex()}) is not available; installed: "

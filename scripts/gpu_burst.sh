@@ -23,6 +23,9 @@
 # passes (train.py --spatial-groups; the new networks start at zero), into $OUT/mcMs/.
 # An "f" suffix keeps g_a and h_a in float32 (TF32) and autocasts g_s alone (train.py --bf16
 # synthesis; session 13 found bf16 analysis gradients drift the model on the CPU), into $OUT/mcMf/.
+# An "e" suffix trains g_a, h_a and z_gain alone (train.py --encoder-only), into $OUT/mcMe/: the
+# result ships as the default model's encoder weights (export_model --encoder-for), so every
+# file it wrote still decodes (session 16). It must keep the model's architecture: MS="c320e".
 # AREA_POWER and SHAPES (train.py --area-power, --shapes: synthetic shaded shapes, session 14)
 # apply to every variant.
 set -euo pipefail
@@ -107,10 +110,11 @@ EOF
     # optimisers, so it needs none.
     warmup=${WARMUP:-$([ "$mode" = run ] && echo 500 || echo 0)}
     for spec in ${MS:-c320}; do
-        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= spatial= bf16=all
+        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= spatial= bf16=all enc=
         while :; do
             case $m in
                 *f) m=${m%f}; bf16=synthesis ;;
+                *e) m=${m%e}; enc=--encoder-only ;;
                 *h) m=${m%h}; lmax=${LMBDA_HI:-1.0} ;;
                 *t) m=${m%t}; text=${TEXT:-0.3} ;;
                 *a) m=${m%a}; na=${NA:-192} ;;
@@ -122,7 +126,7 @@ EOF
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
-            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" \
+            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" $enc \
             --detail "${DETAIL:-0.5}" --area-power "${AREA_POWER:-1.0}" --shapes "${SHAPES:-0}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done

@@ -176,3 +176,18 @@ def test_encoder_weights_that_would_change_decoding_or_are_damaged_are_refused(t
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelNotAvailableError, match="sha256"):
         zoo.load_model("tiny-enc2")
+
+
+def test_decoding_does_not_read_the_encoder_weights(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("CODEC_MODELS", str(tmp_path))
+    _tiny_context_model(tmp_path, "tiny-enc3")
+    path = zoo.export_encoder(_perturbed("tiny-enc3", tmp_path, "g_a."), "tiny-enc3", {}, tmp_path)
+    data = codec.encode(small, quality=60, model="tiny-enc3")
+    pixels = np.asarray(codec.decode(data))
+    path.write_bytes(path.read_bytes()[:-50])  # damaged after the file was written
+    zoo._CACHE.pop("tiny-enc3", None)
+    assert np.array_equal(np.asarray(codec.decode(data)), pixels)
+    assert not zoo.load_model("tiny-enc3", encoder=False).encoder_loaded
+    with pytest.raises(ModelNotAvailableError, match="damaged"):
+        codec.encode(small, quality=60, model="tiny-enc3")
+    zoo._CACHE.pop("tiny-enc3", None)
