@@ -34,17 +34,29 @@ def _read_input(path: str) -> bytes:
     return p.read_bytes()
 
 
-def _write_output(path: str, data: bytes, force: bool) -> None:
+def _check_output(path: str, force: bool) -> None:
+    """Refuse an output path before any work is done: an existing file without --force, a
+    folder, or a file in a folder that does not exist."""
     if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
         return
     target = Path(path)
+    if target.is_dir() or path.endswith(os.sep):
+        raise InputError(f"output is a folder, not a file name: {path}")
     if target.exists() and not force:
         raise OutputExistsError(f"{path} exists (use --force to overwrite)")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _check_output(path, force)  # again: the path may have changed while we worked
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -118,8 +130,7 @@ def main(debug: bool) -> None:
 def encode(input, output, quality, target_bpp, target_size, model, force, max_pixels, roi, roi_strength,
            effort):
     """Encode an image (PNG, JPEG, WebP, TIFF, BMP, PPM ...) to a .lic file."""
-    if output != "-" and Path(output).exists() and not force:
-        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
+    _check_output(output, force)
     if roi not in ("auto", "none") and not Path(roi).is_file():
         raise InputError(f"--roi must be auto, none or a mask file; {roi!r} not found")
     data = image_codec.encode(_read_input(input), quality=quality, target_bpp=target_bpp,
@@ -139,9 +150,8 @@ def encode(input, output, quality, target_bpp, target_size, model, force, max_pi
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
 def decode(input, output, force, max_pixels):
     """Decode a .lic file; the output format follows OUTPUT's extension (PNG for -)."""
+    _check_output(output, force)
     fmt = _image_format(output)
-    if output != "-" and Path(output).exists() and not force:
-        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
     img = image_codec.decode(_read_input(input), max_pixels=max_pixels)
     if fmt == "JPEG" and img.mode == "RGBA":
         raise InputError("JPEG cannot store alpha; decode to .png or .webp")
@@ -159,9 +169,8 @@ def roi(input, output, force):
     texture green)."""
     from . import analysis, image_io
 
+    _check_output(output, force)
     fmt = _image_format(output)
-    if output != "-" and Path(output).exists() and not force:
-        raise OutputExistsError(f"{output} exists (use --force to overwrite)")
     src = image_io.load(_read_input(input))
     levels = analysis.auto_levels(src.rgb)
     buf = io.BytesIO()

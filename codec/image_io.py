@@ -131,7 +131,10 @@ def load(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SourceImage:
             _check_size(img.width, img.height, max_pixels)
             img.load()
             return from_pil(img, max_pixels)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the input
+        raise InputError("cannot read image: not an image format Pillow reads "
+                         "(PNG, JPEG, WebP, TIFF, BMP, PPM ...)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"cannot read image: {e}") from None
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(str(e)) from None
