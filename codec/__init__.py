@@ -12,13 +12,31 @@ import warnings
 # warning would otherwise land on every CLI user's stderr.
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
-from .container import DEFAULT_MAX_PIXELS, EXTENSION, FORMAT_VERSION
+import importlib
+
+from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, EXTENSION, FORMAT_VERSION
 from .errors import (CodecError, CorruptFileError, FormatError, ImageTooLargeError, InputError,
                      ModelNotAvailableError, OutputExistsError, RateControlError, UnsupportedError)
-from .image_codec import DEFAULT_QUALITY, decode, encode, read_info
-from .zoo import available_models, load_model
+from .file_info import read_info
 
 __version__ = "0.1.0"
+
+# torch and compressai take ~3.4 s to import (README, Precision and speed), so the parts that
+# need them load on first use: `codec --help` and `codec info` never pay it.
+_LAZY = {"encode": "image_codec", "decode": "image_codec", "load_model": "zoo",
+         "available_models": "zoo"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if not name.startswith("_"):  # a submodule, e.g. codec.image_codec before anything imported it
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "encode", "decode", "read_info", "load_model", "available_models",

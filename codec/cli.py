@@ -18,9 +18,10 @@ from pathlib import Path
 import click
 from PIL import Image
 
-from . import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, image_codec
+from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from .errors import CodecError, InputError, OutputExistsError
-from .roi_map import LEVEL_NAMES
+from .file_info import read_info
+from .roi_map import DEFAULT_STRENGTH, LEVEL_NAMES
 
 INTERNAL_ERROR = 70
 
@@ -95,6 +96,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("codec: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader went away (`codec info F | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+            ctx.exit(141)  # 128 + SIGPIPE, as a shell tool killed by it would
         except Exception as e:  # a bug: still one line, with a hint to get the traceback
             if debug:
                 raise
@@ -121,7 +125,7 @@ def main(debug: bool) -> None:
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
 @click.option("--roi", default="none", show_default=True, metavar="auto|none|MASK.png",
               help="Finer quantisation for faces, text and fine texture (auto) or a level mask.")
-@click.option("--roi-strength", type=float, default=image_codec.DEFAULT_ROI_STRENGTH, show_default=True,
+@click.option("--roi-strength", type=float, default=DEFAULT_STRENGTH, show_default=True,
               help="0..3: how much finer the ROI levels (and coarser the background) are.")
 @click.option("--effort", type=int, default=0, show_default=True,
               help="0 fast; 1 or 2 refine the latent for this image: smaller files at the same "
@@ -133,12 +137,14 @@ def encode(input, output, quality, target_bpp, target_size, model, force, max_pi
     _check_output(output, force)
     if roi not in ("auto", "none") and not Path(roi).is_file():
         raise InputError(f"--roi must be auto, none or a mask file; {roi!r} not found")
+    from . import image_codec  # torch: only the commands that code load it
+
     data = image_codec.encode(_read_input(input), quality=quality, target_bpp=target_bpp,
                               target_size=target_size, model=model, max_pixels=max_pixels,
                               roi=roi, roi_strength=roi_strength, effort=effort)
     _write_output(output, data, force)
     if output != "-":
-        info = image_codec.read_info(data)
+        info = read_info(data)
         click.echo(f"{output}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, "
                    f"quality {info['quality']:g}", err=True)
 
@@ -152,6 +158,8 @@ def decode(input, output, force, max_pixels):
     """Decode a .lic file; the output format follows OUTPUT's extension (PNG for -)."""
     _check_output(output, force)
     fmt = _image_format(output)
+    from . import image_codec
+
     img = image_codec.decode(_read_input(input), max_pixels=max_pixels)
     if fmt == "JPEG" and img.mode == "RGBA":
         raise InputError("JPEG cannot store alpha; decode to .png or .webp")
@@ -188,7 +196,7 @@ def roi(input, output, force):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(input, as_json):
     """Show a .lic file's header fields, section sizes and bpp."""
-    meta = image_codec.read_info(_read_input(input))
+    meta = read_info(_read_input(input))
     if as_json:
         click.echo(json.dumps(meta, indent=2))
         return

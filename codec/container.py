@@ -17,6 +17,7 @@ FORMAT_VERSION = 4  # 4: header flag GRAY; 3: ROI_MAP levels context-coded (2: z
 EXTENSION = ".lic"
 MAX_SIDE = 65535
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_QUALITY = 50.0  # the API's and the CLI's default; the header stores what a file used
 
 
 class Section(IntEnum):

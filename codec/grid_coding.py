@@ -12,7 +12,6 @@ Spec: docs/bitstream.md, "ROI_MAP" and "SYNTHESIS_ADAPT".
 from __future__ import annotations
 
 import numpy as np
-from compressai.ans import RansDecoder, RansEncoder
 
 PRECISION = 16
 INIT_COUNT = 1  # every symbol starts possible in every context
@@ -81,6 +80,8 @@ def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
         cdfs.append(_cdf(tables[c]))
         tables[c][s] += INCREMENT
     idx = list(range(len(symbols)))
+    from compressai.ans import RansEncoder  # on use: `import codec` and `codec info` skip torch
+
     return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
 
 
@@ -98,6 +99,8 @@ class _AdaptiveDecoder:
         if len(data) < 8:  # the coder's flush alone writes 8 bytes
             raise ValueError("rANS string too short")
         self.n, self.tables = n, [[INIT_COUNT] * n for _ in range(n_contexts)]
+        from compressai.ans import RansDecoder
+
         self.dec = RansDecoder()
         # compressai's decoder does not bounds-check its reads. No symbol is rarer than 2^-16, so a
         # symbol consumes at most 16 bits: zero padding of 2 bytes per symbol keeps every read inside.

@@ -10,18 +10,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import analysis, container, image_io
-from .container import DEFAULT_MAX_PIXELS, FLAG_GRAY, Container, Header, Section
+from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
 from .models import synthesis_adapt
 from .models.latent_refine import refine_latent
 from .precision import synth_bf16
 from .rate_control import search_quality
-from .roi_map import RoiMap, pixel_to_grid
+from .file_info import read_info
+from .roi_map import DEFAULT_STRENGTH as DEFAULT_ROI_STRENGTH
+from .roi_map import PAD, RoiMap, pixel_to_grid
+from .roi_map import grid_shape as _grid_shape
 from .zoo import LoadedModel, find_model, load_model
 
-DEFAULT_QUALITY = 50.0
-PAD = 64  # total downsampling of g_a followed by h_a
-DEFAULT_ROI_STRENGTH = 1.0
 RANS_MIN_BYTES = 8
 SYNTH_BF16 = synth_bf16()  # g_s under bf16 autocast only where the CPU makes it pay
 # Encoder effort -> steps of latent refinement (codec.models.latent_refine). Effort 0 codes
@@ -59,10 +59,6 @@ def _check_effort(effort) -> int:
     if isinstance(effort, bool) or effort not in REFINE_STEPS:
         raise InputError(f"effort must be one of {sorted(REFINE_STEPS)}, got {effort!r}")
     return int(effort)
-
-
-def _grid_shape(height: int, width: int) -> tuple[int, int]:
-    return math.ceil(height / PAD) * 4, math.ceil(width / PAD) * 4
 
 
 def _roi_error_weight(levels: np.ndarray, strength: float) -> torch.Tensor:
@@ -225,31 +221,6 @@ def decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Im
     if c.header.channels == 4:
         alpha = image_io.decode_alpha(c.sections[Section.ALPHA], c.header.width, c.header.height)
     return image_io.to_pil(rgb, alpha, c.header.channels, c.header.gray)
-
-
-def read_info(data: bytes) -> dict:
-    """Header fields, section sizes and bits per pixel (from the file's size)."""
-    c = container.unpack(data, max_pixels=None)
-    h = c.header
-    roi = None
-    if Section.ROI_MAP in c.sections:
-        roi = RoiMap.unpack(c.sections[Section.ROI_MAP], _grid_shape(h.height, h.width), h.version).shares()
-    return {
-        "format_version": h.version,
-        "model_id": h.model_id,
-        "weights_hash": h.weights_hash.hex(),
-        "width": h.width,
-        "height": h.height,
-        "channels": h.channels,
-        "gray": h.gray,
-        "bit_depth": h.bit_depth,
-        "quality": h.quality,
-        "bytes": len(data),
-        "bpp": 8 * len(data) / (h.width * h.height),
-        "sections": {name: size for name, _, size in container.section_spans(data)},
-        "roi_area_shares": roi,
-        "synthesis_adapted": Section.SYNTHESIS_ADAPT in c.sections,
-    }
 
 
 __all__ = ["encode", "decode", "read_info", "Encoder", "DEFAULT_QUALITY", "CodecError"]

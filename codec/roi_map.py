@@ -17,6 +17,7 @@ offset (u16, m * 4096). Both still decode.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ LEVEL_NAMES = ("background", "texture", "text", "face")
 LEVEL_OFFSETS = (-6.25, 0.0, 25.0, 25.0)
 CELL = 16  # pixels per latent position
 MAX_STRENGTH = 3.0
+DEFAULT_STRENGTH = 1.0
+PAD = 64  # the model's total downsampling (g_a, then h_a): images are padded to its multiples
+
+
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+    """The latent grid of an image, which is also its ROI grid (one CELL per position)."""
+    return math.ceil(height / PAD) * (PAD // CELL), math.ceil(width / PAD) * (PAD // CELL)
 
 
 @dataclass

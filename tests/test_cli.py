@@ -143,3 +143,25 @@ def test_console_script(tmp_path, src):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([str(exe), "info", str(tmp_path / "c.lic")], capture_output=True, text=True)
     assert r.returncode == 0 and "model_id" in r.stdout
+
+
+def test_help_and_info_do_not_import_torch(small_file, tmp_path):
+    f = tmp_path / "a.lic"
+    f.write_bytes(small_file)
+    # The same as `codec info F`, then a look at what got imported.
+    code = ("import sys; from codec.cli import main\n"
+            "try:\n    main(['info', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'compressai' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "model_id" in r.stdout and r.stdout.splitlines()[-1] == "False False"
+
+
+def test_a_closed_pipe_stops_quietly(small_file, tmp_path):
+    f = tmp_path / "a.lic"
+    f.write_bytes(small_file)
+    p = subprocess.Popen([sys.executable, "-m", "codec.cli", "info", str(f)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.close()  # before the process gets to write: `codec info F | head -0`
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == "", err
