@@ -78,6 +78,7 @@ def test_error_paths_one_line_and_no_output(runner, tmp_path, src, small_file):
         (["encode", str(src), str(tmp_path / "nodir" / "o.lic")], 2, "folder does not exist"),
         (["encode", str(src), str(tmp_path / "o.lic"), "--effort", "5"], 2, "effort"),
         (["encode", str(src), str(tmp_path)], 2, "is a folder"),
+        (["encode", str(src), str(tmp_path / "o.lic"), "--roi-strength", "9"], 2, "roi strength"),
         (["decode", str(good), str(tmp_path) + "/"], 2, "is a folder"),
         (["encode", str(tmp_path / "empty.lic"), str(tmp_path / "o.lic")], 2, "not an image format"),
     ]
