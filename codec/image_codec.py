@@ -12,13 +12,13 @@ from PIL import Image
 from . import analysis, container, image_io
 from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
+from .file_info import read_info  # part of the public API here since before file_info existed
 from .models import synthesis_adapt
 from .models.latent_refine import refine_latent
 from .precision import synth_bf16
 from .rate_control import search_quality
-from .file_info import read_info
 from .roi_map import DEFAULT_STRENGTH as DEFAULT_ROI_STRENGTH
-from .roi_map import MAX_STRENGTH, PAD, RoiMap, pixel_to_grid
+from .roi_map import PAD, RoiMap, check_strength, pixel_to_grid
 from .roi_map import grid_shape as _grid_shape
 from .zoo import LoadedModel, find_model, load_model
 
@@ -59,16 +59,6 @@ def _check_effort(effort) -> int:
     if isinstance(effort, bool) or effort not in REFINE_STEPS:
         raise InputError(f"effort must be one of {sorted(REFINE_STEPS)}, got {effort!r}")
     return int(effort)
-
-
-def _check_roi_strength(s) -> float:
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        raise InputError(f"roi_strength must be a number, got {s!r}") from None
-    if not 0.0 <= s <= MAX_STRENGTH:  # NaN fails too
-        raise InputError(f"roi strength must be in [0, {MAX_STRENGTH:g}], got {s:g}")
-    return s
 
 
 def _roi_error_weight(levels: np.ndarray, strength: float) -> torch.Tensor:
@@ -167,7 +157,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
         raise InputError("give at most one of target_bpp and target_size")
     quality = _check_quality(quality)
     effort = _check_effort(effort)  # before the image is loaded and analysed
-    roi_strength = _check_roi_strength(roi_strength)  # also with roi="none", where it is unused
+    roi_strength = check_strength(roi_strength)  # also with roi="none", where it is unused
     src = image_io.load(image, max_pixels)
     enc = Encoder(src, load_model(model), analysis.level_map(src.rgb, roi), roi_strength, effort)
     if target_bpp is not None:

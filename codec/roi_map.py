@@ -36,6 +36,17 @@ DEFAULT_STRENGTH = 1.0
 PAD = 64  # the model's total downsampling (g_a, then h_a): images are padded to its multiples
 
 
+def check_strength(strength) -> float:
+    """strength as a float in [0, MAX_STRENGTH], else InputError (NaN fails too)."""
+    try:
+        strength = float(strength)
+    except (TypeError, ValueError):
+        raise InputError(f"roi_strength must be a number, got {strength!r}") from None
+    if not 0.0 <= strength <= MAX_STRENGTH:
+        raise InputError(f"roi strength must be in [0, {MAX_STRENGTH:g}], got {strength:g}")
+    return strength
+
+
 def grid_shape(height: int, width: int) -> tuple[int, int]:
     """The latent grid of an image, which is also its ROI grid (one CELL per position)."""
     return math.ceil(height / PAD) * (PAD // CELL), math.ceil(width / PAD) * (PAD // CELL)
@@ -49,8 +60,7 @@ class RoiMap:
 
     @classmethod
     def from_levels(cls, levels: np.ndarray, strength: float) -> "RoiMap":
-        if not (0.0 <= strength <= MAX_STRENGTH):
-            raise InputError(f"roi strength must be in [0, {MAX_STRENGTH:g}], got {strength:g}")
+        strength = check_strength(strength)
         offsets = tuple(int(round(strength * o * 100)) for o in LEVEL_OFFSETS)
         return cls(np.ascontiguousarray(levels, dtype=np.uint8), offsets)
 

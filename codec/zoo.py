@@ -151,9 +151,8 @@ def _load(name: str) -> LoadedModel:
                        LatentCoder(net), encoder_loaded=entry is None)
 
 
-def encoder_weights(name: str, d: Path, entry: dict) -> tuple[dict, bytes]:
-    """The encoder weights a card's "encoder" entry names, as stored, checked against its sha256;
-    and the first 8 bytes of that sha256."""
+def encoder_weights(name: str, d: Path, entry: dict) -> dict:
+    """The encoder weights a card's "encoder" entry names, as stored, checked against its sha256."""
     path = d / entry["file"]
     try:
         raw = read_weights(path)
@@ -161,16 +160,15 @@ def encoder_weights(name: str, d: Path, entry: dict) -> tuple[dict, bytes]:
     except (OSError, lzma.LZMAError, SafetensorError) as e:
         raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} are missing or "
                                      f"damaged ({e})") from None
-    digest = hashlib.sha256(raw).digest()
-    if digest.hex() != entry["sha256"]:
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
         raise ModelNotAvailableError(f"model {name!r}: encoder weights {path.name} do not match "
                                      f"its card's sha256")
-    return state, digest[:8]
+    return state
 
 
 def _load_encoder(net: GainHyperprior, name: str, d: Path, entry: dict) -> None:
     """Put the card's encoder weights into net, checked against the card's sha256."""
-    state, _ = encoder_weights(name, d, entry)
+    state = encoder_weights(name, d, entry)
     if set(state) != {k for k in net.state_dict() if encoder_side(k)}:
         raise ModelNotAvailableError(f"model {name!r}: encoder weights {entry['file']} must hold "
                                      f"exactly g_a, h_a and z_gain")

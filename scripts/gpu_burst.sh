@@ -66,7 +66,7 @@ card = json.loads((models_dir() / f"{model_id}.json").read_text())
 # whole architecture record: train.py reads only the keys it knows, as codec.zoo.build_network does.
 state = load(read_weights(weights_path(model_id)))
 if "encoder" in card:  # its later encoder weights, as codec.zoo.load_model puts them in
-    state.update(encoder_weights(model_id, models_dir(), card["encoder"])[0])
+    state.update(encoder_weights(model_id, models_dir(), card["encoder"]))
 torch.save({"model": state, "arch": card["architecture"], "step": card["training"]["steps"],
             "wall_s": card["training"]["wall_hours"] * 3600}, ".burst/init.pt")
 print("init:", model_id, card["training"]["steps"], "steps")
