@@ -35,19 +35,19 @@ def _read_input(path: str) -> bytes:
     return p.read_bytes()
 
 
-def _check_output(path: str, force: bool) -> None:
+def _check_output(path: str, force: bool) -> Path | None:
     """Refuse an output path before any work is done: an existing file without --force, a
-    folder, or a file in a folder that does not exist."""
+    folder, or a file in a folder that does not exist. Returns the folder (None for stdout)."""
     if path == "-":
-        return
+        return None
     target = Path(path)
     if target.is_dir() or path.endswith(os.sep):
         raise InputError(f"output is a folder, not a file name: {path}")
     if target.exists() and not force:
         raise OutputExistsError(f"{path} exists (use --force to overwrite)")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
+    if not target.parent.is_dir():  # Path("x").parent is Path(".")
+        raise InputError(f"output folder does not exist: {target.parent}")
+    return target.parent
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
@@ -55,9 +55,8 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    _check_output(path, force)  # again: the path may have changed while we worked
+    folder = _check_output(path, force)  # again: the path may have changed while we worked
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -80,7 +80,8 @@ def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
         cdfs.append(_cdf(tables[c]))
         tables[c][s] += INCREMENT
     idx = list(range(len(symbols)))
-    from compressai.ans import RansEncoder  # on use: `import codec` and `codec info` skip torch
+    from . import compressai_parts  # noqa: F401  (compressai.ans without torch)
+    from compressai.ans import RansEncoder  # on use: `import codec` and `codec info` skip it
 
     return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
 
@@ -99,6 +100,7 @@ class _AdaptiveDecoder:
         if len(data) < 8:  # the coder's flush alone writes 8 bytes
             raise ValueError("rANS string too short")
         self.n, self.tables = n, [[INIT_COUNT] * n for _ in range(n_contexts)]
+        from . import compressai_parts  # noqa: F401
         from compressai.ans import RansDecoder
 
         self.dec = RansDecoder()
