@@ -1,13 +1,14 @@
-"""Import compressai without the subpackages the codec never runs.
+"""Import compressai without running the subpackages the codec never uses.
 
 compressai 1.2.8's package __init__ imports all of its subpackages, among them its datasets and
 point-cloud models with torch_geometric: about 2 s of a CLI call's ~3.4 s of imports
-(README, Precision and speed), for none of what the codec uses (ans, entropy_models, layers,
-ops). Importing this module before compressai is first imported builds the compressai package
-by hand, as importlib's own import would, but with those subpackages already bound to lazy
-modules: compressai's __init__ finds them and does not run them, and each one runs when a
-name it defines is first looked up. A program that goes on to use
-compressai.zoo or compressai.datasets gets them as usual, only later.
+(README, Precision and speed), for nothing the codec runs. Importing this module before
+compressai is first imported builds the compressai package by hand, as importlib's own import
+would, but with every subpackage already bound to a lazy module: compressai's __init__ finds
+them and does not run them, and each one runs when a name it defines is first looked up. The
+codec's own imports (compressai.ans, entropy_models, layers, models.utils) so load only what
+they need; a program that goes on to use compressai.zoo or compressai.datasets gets them as
+usual, only later.
 
 Import it before any `compressai` import: where compressai is already imported it does nothing.
 """
@@ -26,7 +27,8 @@ LAZY = ("datasets", "entropy_models", "latent_codecs", "layers", "losses", "mode
         "optimizers", "registry", "transforms", "typing", "zoo")
 
 
-_LOAD_LOCK = threading.RLock()
+_LOAD_LOCK = threading.RLock()  # one module loads at a time; another thread's lookup waits
+_LOADING: set[str] = set()
 
 
 class _LazyModule(types.ModuleType):
@@ -39,13 +41,14 @@ class _LazyModule(types.ModuleType):
 
     def __getattr__(self, name: str):
         with _LOAD_LOCK:
-            if type(self) is _LazyModule:
-                self.__class__ = types.ModuleType
+            key = self.__spec__.name
+            if type(self) is _LazyModule and key not in _LOADING:  # else: the load in progress
+                _LOADING.add(key)  # looks up a name it has not defined yet, as in any import
                 try:
                     self.__spec__.loader.exec_module(self)
-                except BaseException:
-                    self.__class__ = _LazyModule
-                    raise
+                    self.__class__ = types.ModuleType
+                finally:
+                    _LOADING.discard(key)
         return object.__getattribute__(self, name)
 
 
