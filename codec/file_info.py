@@ -31,4 +31,3 @@ def read_info(data: bytes) -> dict:
         "roi_area_shares": roi,
         "synthesis_adapted": Section.SYNTHESIS_ADAPT in c.sections,
     }
-

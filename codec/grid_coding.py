@@ -66,6 +66,15 @@ def decode_grid(data: bytes, shape: tuple[int, int], n: int) -> np.ndarray:
     return grid
 
 
+def _ans():
+    """compressai's rANS coder, imported on first use (`import codec` and `codec info` skip it),
+    through compressai_parts so that it comes without torch."""
+    from . import compressai_parts  # noqa: F401
+    from compressai import ans
+
+    return ans
+
+
 def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
     """rANS string of symbols 0 .. n-1, each coded with the adaptive table of its context
     (0 .. n_contexts-1, known to both sides). At least MIN_CELLS symbols."""
@@ -80,10 +89,7 @@ def encode_sequence(symbols, contexts, n: int, n_contexts: int) -> bytes:
         cdfs.append(_cdf(tables[c]))
         tables[c][s] += INCREMENT
     idx = list(range(len(symbols)))
-    from . import compressai_parts  # noqa: F401  (compressai.ans without torch)
-    from compressai.ans import RansEncoder  # on use: `import codec` and `codec info` skip it
-
-    return RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
+    return _ans().RansEncoder().encode_with_indexes(symbols, idx, cdfs, [n + 2] * len(cdfs), [0] * len(cdfs))
 
 
 def decode_sequence(data: bytes, contexts, n: int, n_contexts: int) -> list[int]:
@@ -100,10 +106,7 @@ class _AdaptiveDecoder:
         if len(data) < 8:  # the coder's flush alone writes 8 bytes
             raise ValueError("rANS string too short")
         self.n, self.tables = n, [[INIT_COUNT] * n for _ in range(n_contexts)]
-        from . import compressai_parts  # noqa: F401
-        from compressai.ans import RansDecoder
-
-        self.dec = RansDecoder()
+        self.dec = _ans().RansDecoder()
         # compressai's decoder does not bounds-check its reads. No symbol is rarer than 2^-16, so a
         # symbol consumes at most 16 bits: zero padding of 2 bytes per symbol keeps every read inside.
         self.dec.set_stream(bytes(data) + bytes(2 * n_symbols + 64))

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
-from .. import compressai_parts  # noqa: F401  (first: compressai without its unused subpackages)
 from compressai.models.utils import conv
 
 from .gain_hyperprior import GainHyperprior, anchor_mask

@@ -19,8 +19,6 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-
-from .. import compressai_parts  # noqa: F401  (first: compressai without its unused subpackages)
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
