@@ -84,6 +84,7 @@ def build_network(arch: dict) -> GainHyperprior:
     """The network an architecture record (a card's or a checkpoint's) describes."""
     kw = {k: arch[k] for k in ("N", "M", "levels", "lmbda_min", "lmbda_max")}
     kw["Na"] = arch.get("Na")  # g_a's width where it differs from N (session 9)
+    kw["Ns"] = arch.get("Ns")  # g_s's last hidden width where it differs from N (session 19)
     if arch.get("slices", 1) > 1:
         return GainChannelContext(**kw, slices=arch["slices"],
                                   hidden=tuple(arch.get("context_hidden", GainChannelContext.HIDDEN)),
@@ -99,6 +100,8 @@ def architecture(net: GainHyperprior) -> dict:
             "lmbda_min": net.lmbda_min, "lmbda_max": net.lmbda_max}
     if net.Na != net.N:
         arch["Na"] = net.Na
+    if net.Ns != net.N:
+        arch["Ns"] = net.Ns
     if net.n_slices > 1:
         arch["type"] = ("GainChannelContext (GainHyperprior + Minnen & Singh 2020 channel-conditional "
                         "context, fixed-point context networks)")

@@ -18,7 +18,9 @@
 # (MS="320 c320") adds the channel-conditional context (SLICES groups, default 5), into $OUT/mcM/.
 # An "h" suffix (MS="c320 c320h") raises lambda_max to LMBDA_HI (default 1.0; others LMBDA_MAX,
 # default 0.36), the gains remapped by scripts.train.remap_gains, into $OUT/mcMh/. An "a" suffix
-# widens g_a's hidden layers to NA (default 192; scripts.train.widen_analysis), into $OUT/mcMa/.
+# widens g_a's hidden layers to NA (default 192; scripts.train.widen_hidden), into $OUT/mcMa/.
+# A "w" suffix widens g_s's last hidden stage to NS (default 192; train.py --Ns, session 19: g_s
+# caps the top end), into $OUT/mcMw/; "c320wf" trains it with g_s alone in bf16.
 # An "s" suffix on a context variant codes its first SPATIAL groups (default 3) in two checkerboard
 # passes (train.py --spatial-groups; the new networks start at zero), into $OUT/mcMs/.
 # An "f" suffix keeps g_a and h_a in float32 (TF32) and autocasts g_s alone (train.py --bf16
@@ -110,7 +112,7 @@ EOF
     # optimisers, so it needs none.
     warmup=${WARMUP:-$([ "$mode" = run ] && echo 500 || echo 0)}
     for spec in ${MS:-c320}; do
-        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= spatial= bf16=all enc=
+        m=$spec text=0 slices=1 lmax=${LMBDA_MAX:-0.36} na= ns= spatial= bf16=all enc=
         while :; do
             case $m in
                 *f) m=${m%f}; bf16=synthesis ;;
@@ -118,6 +120,7 @@ EOF
                 *h) m=${m%h}; lmax=${LMBDA_HI:-1.0} ;;
                 *t) m=${m%t}; text=${TEXT:-0.3} ;;
                 *a) m=${m%a}; na=${NA:-192} ;;
+                *w) m=${m%w}; ns=${NS:-192} ;;
                 *s) m=${m%s}; spatial=${SPATIAL:-3} ;;
                 *) break ;;
             esac
@@ -126,7 +129,7 @@ EOF
         $PY -m scripts.train --run /tmp/run/m$spec --data /tmp/data --init "$init" --device "${DEVICE:-cuda}" \
             --threads "${THREADS:-6}" --minutes "$minutes" --batch "${BATCH:-16}" --crop "${CROP:-256}" \
             --lr "${LR:-2e-4}" --lr-end "${LR_END:-1e-5}" --levels "${LEVELS:-9}" --lmbda-max "$lmax" \
-            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" $enc \
+            --M "$m" --slices "$slices" ${na:+--Na "$na"} ${ns:+--Ns "$ns"} ${spatial:+--spatial-groups "$spatial"} --warmup "$warmup" --seed "$m" --text "$text" --bf16 "$bf16" $enc \
             --detail "${DETAIL:-0.5}" --area-power "${AREA_POWER:-1.0}" --shapes "${SHAPES:-0}" --log-every 100 --ckpt-every 1000 --val-every 2000 \
             >> "/tmp/run/m$spec.out" 2>&1 &
     done

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from codec.models.gain_hyperprior import GainHyperprior
 from codec.precision import native_bf16
@@ -241,8 +242,9 @@ def widen_latent(state: dict, model: GainHyperprior) -> dict:
     return state
 
 
-def widen_analysis(state: dict, model: GainHyperprior) -> dict:
-    """Grow g_a's hidden width to model.Na without changing what it computes.
+def widen_hidden(state: dict, model: GainHyperprior, part: str = "g_a") -> dict:
+    """Grow the hidden widths of g_a (to model.Na) or g_s (its last stage, to model.Ns) without
+    changing what the transform computes.
 
     New hidden channels take fresh weights from the layer before (so they carry signal at once)
     and zero weights into every layer after, including the other new channels; their GDN rows
@@ -251,10 +253,12 @@ def widen_analysis(state: dict, model: GainHyperprior) -> dict:
     latent channels (widen_latent), hidden ones cost no bits, so nothing pushes them back off.
     """
     fresh = model.state_dict()
-    for name in [k for k in fresh if k.startswith("g_a.")]:
+    for name in [k for k in fresh if k.startswith(part + ".")]:
         old, w = state[name], fresh[name].clone()
-        if w.ndim == 4:  # conv [out, in, k, k]
-            w[:, old.shape[1]:] = 0
+        if w.ndim == 4:  # conv [out, in, k, k]; transposed conv [in, out, k, k]
+            layer = model.get_submodule(name.rsplit(".", 1)[0])
+            w[(slice(old.shape[0], None),) if isinstance(layer, nn.ConvTranspose2d)
+              else (slice(None), slice(old.shape[1], None))] = 0
         w[tuple(slice(0, n) for n in old.shape)] = old  # biases, GDN beta [C] and gamma [C, C] too
         state[name] = w
     return state
@@ -285,7 +289,10 @@ def main(argv=None) -> int:
     ap.add_argument("--M", type=int, default=None, help="latent width (default: --init's, else 192)")
     ap.add_argument("--Na", type=int, default=None,
                     help="g_a's hidden width (default: --init's, else N); a wider one than --init's "
-                         "is grown from it (widen_analysis)")
+                         "is grown from it (widen_hidden)")
+    ap.add_argument("--Ns", type=int, default=None,
+                    help="width of g_s's last hidden stage (default: --init's, else N); wider costs "
+                         "decode time: g_s +40-50%% at 192 (session 19)")
     ap.add_argument("--levels", type=int, default=9)
     ap.add_argument("--slices", type=int, default=None,
                     help="channel groups of the channel-conditional context, 1 for none "
@@ -362,6 +369,9 @@ def main(argv=None) -> int:
         na = args.Na or old.get("Na") or args.N
         if na != args.N:
             arch["Na"] = na
+        ns = args.Ns or old.get("Ns") or args.N
+        if ns != args.N:
+            arch["Ns"] = ns
         slices = args.slices or old.get("slices", 1)
         if slices > 1:
             arch["slices"] = slices
@@ -414,13 +424,14 @@ def main(argv=None) -> int:
             state = remap_gains(state, old_arch, model)
         if old_arch["N"] != arch["N"] or old_arch["M"] > arch["M"]:
             raise SystemExit("train: --init can only widen M (same N, larger or equal M)")
-        old_na, na = old_arch.get("Na", old_arch["N"]), arch.get("Na", arch["N"])
-        if old_na > na:
-            raise SystemExit("train: --init cannot narrow g_a (--Na)")
-        if old_na < na and old_arch["M"] < arch["M"]:
-            raise SystemExit("train: widen g_a (--Na) and the latent (--M) one run at a time")
-        if old_na < na:
-            state = widen_analysis(state, model)
+        for key, part in (("Na", "g_a"), ("Ns", "g_s")):  # hidden widths grow, never shrink
+            old_w, w = old_arch.get(key, old_arch["N"]), arch.get(key, arch["N"])
+            if old_w > w:
+                raise SystemExit(f"train: --init cannot narrow {part} (--{key})")
+            if old_w < w and old_arch["M"] < arch["M"]:
+                raise SystemExit(f"train: widen {part} (--{key}) and the latent (--M) one run at a time")
+            if old_w < w:
+                state = widen_hidden(state, model, part)
         if old_arch["M"] < arch["M"]:
             if old_arch.get("slices", 1) > 1:
                 raise SystemExit("train: --init cannot widen a model with a channel context")

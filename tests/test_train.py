@@ -125,23 +125,45 @@ def test_training_adds_a_channel_context_to_a_hyperprior_and_resumes(tmp_path):
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 103
 
 
+def _trained_looking(net: GainHyperprior) -> GainHyperprior:
+    """GDN cross terms between channels, as training leaves them."""
+    with torch.no_grad():
+        for gdn in [m for m in net.modules() if m.__class__.__name__ == "GDN"]:
+            gdn.gamma.add_(torch.rand_like(gdn.gamma) * 0.05)
+    return net
+
+
 def test_widening_the_analysis_keeps_the_latent_and_lets_new_channels_learn():
-    from scripts.train import widen_analysis
+    from scripts.train import widen_hidden
 
     torch.manual_seed(0)
-    old = GainHyperprior(N=16, M=16, levels=4).eval()
-    with torch.no_grad():  # a trained-looking GDN: cross terms between channels
-        for gdn in (old.g_a[1], old.g_a[3], old.g_a[5]):
-            gdn.gamma.add_(torch.rand_like(gdn.gamma) * 0.05)
+    old = _trained_looking(GainHyperprior(N=16, M=16, levels=4)).eval()
     wide = GainHyperprior(N=16, M=16, levels=4, Na=24)
     assert wide.g_a[0].weight.shape[0] == 24 and wide.g_s[0].weight.shape[1] == 16
-    wide.load_state_dict(widen_analysis({k: v.clone() for k, v in old.state_dict().items()}, wide))
+    wide.load_state_dict(widen_hidden({k: v.clone() for k, v in old.state_dict().items()}, wide, "g_a"))
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(old.g_a(x), wide.g_a(x), atol=1e-5)
     # The new channels carry signal, and the zero weights out of them get a gradient.
     assert wide.g_a[:2](x)[:, 16:].abs().sum() > 0
     wide.g_a(x).square().sum().backward()
     assert wide.g_a[2].weight.grad[:, 16:].abs().sum() > 0
+
+
+def test_widening_the_synthesis_keeps_its_output_and_lets_new_channels_learn():
+    from scripts.train import widen_hidden
+
+    torch.manual_seed(0)
+    old = _trained_looking(GainHyperprior(N=16, M=16, levels=4)).eval()
+    wide = GainHyperprior(N=16, M=16, levels=4, Ns=24)
+    # Only the last hidden stage grows (transposed convolutions are [in, out, k, k]).
+    assert wide.g_s[2].weight.shape[:2] == (16, 16) and wide.g_s[4].weight.shape[:2] == (16, 24)
+    assert wide.g_s[6].weight.shape[:2] == (24, 3) and wide.g_a[0].weight.shape[0] == 16
+    wide.load_state_dict(widen_hidden({k: v.clone() for k, v in old.state_dict().items()}, wide, "g_s"))
+    y = torch.randn(2, 16, 4, 4)
+    assert torch.allclose(old.g_s(y), wide.g_s(y), atol=1e-5)
+    assert wide.g_s[:6](y)[:, 16:].abs().sum() > 0
+    (wide.g_s(y) - 0.5).square().sum().backward()
+    assert wide.g_s[6].weight.grad[16:].abs().sum() > 0
 
 
 def _train_from_tiny_init(tmp_path, *flags, steps=1):
@@ -174,6 +196,17 @@ def test_training_widens_the_analysis_from_an_init_and_the_zoo_rebuilds_it(tmp_p
     net = build_network(ck["arch"])
     net.load_state_dict(ck["model"])
     assert net.g_a[2].weight.shape[:2] == (24, 24) and net.h_a[0].weight.shape[0] == 16
+
+
+def test_training_widens_the_synthesis_from_an_init_and_the_zoo_rebuilds_it(tmp_path):
+    from codec.zoo import architecture, build_network
+
+    _, ck = _train_from_tiny_init(tmp_path, "--Ns", "24", "--only", "g_s.,y_gain_inv")
+    assert ck["arch"]["Ns"] == 24 and "Na" not in ck["arch"]
+    net = build_network(ck["arch"])
+    net.load_state_dict(ck["model"])
+    assert net.g_s[6].weight.shape[0] == 24 and net.g_s[2].weight.shape[1] == 16
+    assert architecture(net)["Ns"] == 24
 
 
 def test_encoder_only_training_leaves_every_decoder_weight_as_it_was(tmp_path):

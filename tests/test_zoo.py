@@ -107,7 +107,7 @@ def test_a_damaged_weights_file_is_a_clear_error(tmp_path, monkeypatch, compress
         zoo.load_model("tiny-bad")
 
 
-@pytest.mark.parametrize("kw", [{}, {"Na": 24}, {"slices": 4, "hidden": (8, 8)},
+@pytest.mark.parametrize("kw", [{}, {"Na": 24}, {"Ns": 24}, {"slices": 4, "hidden": (8, 8), "Ns": 20},
                                 {"slices": 4, "hidden": (8, 8), "spatial_groups": 2, "spatial_hidden": 12}])
 def test_the_architecture_record_rebuilds_the_same_network(kw):
     from codec.models.gain_hyperprior import GainHyperprior

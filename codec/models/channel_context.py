@@ -31,8 +31,9 @@ class GainChannelContext(GainHyperprior):
 
     def __init__(self, N: int = 128, M: int = 320, levels: int = 9, lmbda_min: float = 0.0004,
                  lmbda_max: float = 0.36, slices: int = 5, hidden: tuple[int, int] = HIDDEN,
-                 Na: int | None = None, spatial_groups: int = 0, spatial_hidden: int = SPATIAL_HIDDEN):
-        super().__init__(N, M, levels, lmbda_min, lmbda_max, Na)
+                 Na: int | None = None, spatial_groups: int = 0, spatial_hidden: int = SPATIAL_HIDDEN,
+                 Ns: int | None = None):
+        super().__init__(N, M, levels, lmbda_min, lmbda_max, Na, Ns)
         self.hidden = tuple(hidden)
         if M % slices:
             raise ValueError(f"M={M} is not a multiple of slices={slices}")

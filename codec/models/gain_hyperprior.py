@@ -44,11 +44,15 @@ def anchor_mask(h: int, w: int) -> torch.Tensor:
 
 class GainHyperprior(nn.Module):
     def __init__(self, N: int = 128, M: int = 192, levels: int = 6,
-                 lmbda_min: float = 0.0016, lmbda_max: float = 0.10, Na: int | None = None):
+                 lmbda_min: float = 0.0016, lmbda_max: float = 0.10, Na: int | None = None,
+                 Ns: int | None = None):
         super().__init__()
         # Na: g_a's hidden width, N unless set. A wider analysis costs encode time only;
         # g_s, h_a, h_s and so the decoder keep width N.
-        self.N, self.M, self.levels, self.Na = N, M, levels, Na or N
+        # Ns: the width of g_s's last hidden stage (half resolution), N unless set. At high
+        # rates g_s itself caps the PSNR (docs/training.md, session 19), and this stage is
+        # where fine texture is made; widening only it keeps the decode cost down.
+        self.N, self.M, self.levels, self.Na, self.Ns = N, M, levels, Na or N, Ns or N
         self.lmbda_min, self.lmbda_max = lmbda_min, lmbda_max
 
         Na = self.Na
@@ -56,7 +60,7 @@ class GainHyperprior(nn.Module):
             conv(3, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, Na), GDN(Na), conv(Na, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-            deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+            deconv(N, self.Ns), GDN(self.Ns, inverse=True), deconv(self.Ns, 3))
         self.h_a = nn.Sequential(
             conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
