@@ -48,7 +48,7 @@ class GainHyperprior(nn.Module):
                  Ns: int | None = None):
         super().__init__()
         # Na: g_a's hidden width, N unless set. A wider analysis costs encode time only;
-        # g_s, h_a, h_s and so the decoder keep width N.
+        # h_a, h_s and g_s (but for Ns) keep width N.
         # Ns: the width of g_s's last hidden stage (half resolution), N unless set. At high
         # rates g_s itself caps the PSNR (docs/training.md, session 19), and this stage is
         # where fine texture is made; widening only it keeps the decode cost down.
