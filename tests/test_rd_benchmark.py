@@ -48,10 +48,11 @@ def tiny(photo):
     return photo.crop((100, 80, 164, 128))
 
 
-MID_QUALITY = {"jpeg": 75, "webp": 75, "avif": 60, "jxl": 1.0, "x265": 27, "vvc": 27, "ours": 50}
+MID_QUALITY = {"jpeg": 75, "webp": 75, "avif": 60, "jxl": 1.0, "x265": 27, "x265-medium": 27,
+               "vvc": 27, "ours": 50}
 
 
-@pytest.mark.parametrize("name", rb.CODECS)
+@pytest.mark.parametrize("name", rb.CODECS + ("x265-medium",))
 def test_wrapper_round_trip(name, tiny):
     codec = rb.make_codec(name)
     why = codec.missing()
@@ -62,6 +63,15 @@ def test_wrapper_round_trip(name, tiny):
     assert isinstance(data, bytes) and len(data) > 0
     assert dec.mode == "RGB" and dec.size == tiny.size
     assert rb.psnr(np.asarray(tiny), np.asarray(dec)) > 20
+
+
+def test_x265_medium_is_x265_at_its_default_tuning(tiny):
+    plain, tuned = rb.make_codec("x265-medium"), rb.make_codec("x265")
+    if plain.missing():
+        pytest.skip(f"x265: {plain.missing()}")
+    assert "-tune" not in plain.encoder_args(27) and "-tune" in tuned.encoder_args(27)
+    assert plain.settings() != tuned.settings()  # so the result caches stay apart
+    assert plain.encode(tiny, 27) != tuned.encode(tiny, 27)
 
 
 def test_yuv444_conversion_is_near_lossless(tiny):
