@@ -435,13 +435,14 @@ class FfmpegVideo(Codec):
 class X265(FfmpegVideo):
     name, encoder, decoder, container, pix_fmt = "x265", "libx265", "hevc", "hevc", "yuv444p"
     qualities = (51, 47, 44, 41, 38, 35, 32, 29, 26, 23)  # QP
+    tuning, tuning_args = "preset slow, tune psnr", ["-preset", "slow", "-tune", "psnr"]
 
     def settings(self):
-        return ("ffmpeg libx265, 4:4:4 8-bit full-range BT.709 (numpy conversion), preset slow, "
-                "tune psnr, keyint=1, constant QP, info SEI off; q = QP")
+        return (f"ffmpeg libx265, 4:4:4 8-bit full-range BT.709 (numpy conversion), {self.tuning}, "
+                "keyint=1, constant QP, info SEI off; q = QP")
 
     def encoder_args(self, q):
-        return ["-preset", "slow", "-tune", "psnr", "-x265-params",
+        return [*self.tuning_args, "-x265-params",
                 f"keyint=1:qp={int(q)}:info=0:log-level=error:pools={self.threads}:frame-threads=1"]
 
     to_yuv = staticmethod(to_yuv444p)
@@ -454,15 +455,7 @@ class X265(FfmpegVideo):
 
 class X265Medium(X265):
     name = "x265-medium"
-
-    def settings(self):
-        return ("ffmpeg libx265, 4:4:4 8-bit full-range BT.709 (numpy conversion), x265 defaults "
-                "(preset medium, no tune: psy-rd and AQ on), keyint=1, constant QP, info SEI off; "
-                "q = QP")
-
-    def encoder_args(self, q):
-        return ["-x265-params",
-                f"keyint=1:qp={int(q)}:info=0:log-level=error:pools={self.threads}:frame-threads=1"]
+    tuning, tuning_args = "x265 defaults (preset medium, no tune: psy-rd and AQ on)", []
 
 
 class Vvc(FfmpegVideo):
