@@ -25,7 +25,7 @@ data: $(STAMP)     ## fetch and prepare the training photos into data/
 
 train: $(STAMP)    ## train the default model (resumes runs/mc320/last.pt)
 	LD_PRELOAD=$$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -1) OMP_WAIT_POLICY=PASSIVE \
-	  $(PY) -m scripts.train --run runs/mc320 --init hpgc-n128m320-6 --lr 1e-5 --warmup 500 --crop 256 --area-power 0.5 --shapes 0.15
+	  $(PY) -m scripts.train --run runs/mc320 --init hpgc-n128m320-7 --lr 1e-5 --warmup 500 --crop 256 --area-power 0.5 --shapes 0.15
 
 bench: $(STAMP)    ## RD benchmark against the classical codecs
 	$(PY) -m scripts.rd_benchmark --images ../shared/data/eval/images --out bench_out

@@ -29,7 +29,7 @@ from .errors import ModelNotAvailableError
 from .models.channel_context import SPATIAL_HIDDEN, GainChannelContext
 from .models.gain_hyperprior import GainHyperprior, LatentCoder
 
-DEFAULT_MODEL = "hpgc-n128m320-6"
+DEFAULT_MODEL = "hpgc-n128m320-7"
 _CACHE: dict[str, "LoadedModel"] = {}
 _LOCK = threading.Lock()
 _CDF_BUFFERS = {

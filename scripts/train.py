@@ -380,6 +380,8 @@ def main(argv=None) -> int:
             spatial = old.get("spatial_groups", 0) if args.spatial_groups is None else args.spatial_groups
             if spatial:
                 arch["spatial_groups"] = spatial
+                if "spatial_hidden" in old:  # e.g. a least-squares context (scripts.fit_spatial_context)
+                    arch["spatial_hidden"] = old["spatial_hidden"]
         elif args.spatial_groups:
             raise SystemExit("train: --spatial-groups needs a channel context (--slices > 1)")
     model = build_network(arch).to(dev).to(memory_format=torch.channels_last)

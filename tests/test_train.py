@@ -260,3 +260,26 @@ def test_grey_images_are_scored_on_the_planes_mean_as_the_decoder_outputs_it():
     bpp, mse = rd_terms(model, torch.cat([grey, colour]), torch.zeros(2), autocast=False)
     assert torch.allclose(bpp, torch.full((2,), 4 / 64))
     assert mse[0] < 1e-12 and torch.isclose(mse[1], torch.tensor(0.02 / 3))
+
+
+def test_an_init_with_a_checkerboard_keeps_its_width(tmp_path):
+    """A model whose spatial networks are not the default width (a least-squares context,
+    scripts.fit_spatial_context) trains on from its own weights."""
+    from PIL import Image
+
+    from codec.models.channel_context import GainChannelContext
+    from scripts.train import main
+
+    data = tmp_path / "data" / "prepared" / "train"
+    data.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(data / "p.png")
+    arch = {"N": 16, "M": 16, "levels": 9, "lmbda_min": 0.0004, "lmbda_max": 0.36, "slices": 4,
+            "context_hidden": [8, 8], "spatial_groups": 2, "spatial_hidden": 5}
+    net = GainChannelContext(16, 16, 9, 0.0004, 0.36, slices=4, hidden=(8, 8), spatial_groups=2, spatial_hidden=5)
+    torch.save({"model": net.state_dict(), "arch": arch, "step": 100}, tmp_path / "init.pt")
+    assert main(["--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--N", "16",
+                 "--batch", "2", "--crop", "64", "--device", "cpu", "--threads", "1",
+                 "--init", str(tmp_path / "init.pt"), "--steps", "101"]) == 0
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["arch"]["spatial_groups"] == 2 and ck["arch"]["spatial_hidden"] == 5
+    assert ck["model"]["spatial.0.0.weight"].shape[0] == 5
