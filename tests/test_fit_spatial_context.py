@@ -6,19 +6,20 @@ import torch
 from codec.models.channel_context import GainChannelContext
 from codec.models.fixed_point import FixedPointSequential
 from codec.models.gain_hyperprior import anchor_mask
-from scripts.fit_spatial_context import fit, neighbour_features, spatial_weights
+from scripts.fit_spatial_context import fit, neighbour_features, predict, spatial_weights
 
 C = 4  # channels per group in these tiny models
 
 
 def _planted(coef: torch.Tensor, n: int = 6, size: int = 24, noise: float = 0.1):
-    """Residual sets whose non-anchor residuals are coef . (their anchors' rounded residuals) + noise."""
+    """Residual sets whose non-anchor residuals are coef . (their anchors' rounded residuals) + noise
+    (coef [C, 4]: each channel's own anchors; [C, C, 4]: every channel's)."""
     gen = torch.Generator().manual_seed(0)
     sets = []
     for _ in range(n):
         k = torch.round(3 * torch.randn(C, size, size, generator=gen, dtype=torch.float64))
         k = k * anchor_mask(size, size)[0].double()  # only the anchors are known when predicting
-        pred = (neighbour_features(k) * coef[:, None, None]).sum(-1)
+        pred = predict(coef, neighbour_features(k).flatten(1, 2)).view(C, size, size)
         r = pred + noise * torch.randn(C, size, size, generator=gen, dtype=torch.float64)
         r = torch.where(anchor_mask(size, size)[0].bool(), k, r)
         sets.append([(r, torch.round(r), torch.full_like(r, 0.5))])
@@ -32,6 +33,16 @@ def test_fit_recovers_a_planted_predictor_and_saves_bits():
     assert torch.allclose(got[0], coef, atol=0.02)
     assert at_one < 0.7 * before and after <= at_one
     assert mult.shape == (1, C) and bool(((mult >= 0.7) & (mult <= 1.0)).all())
+
+
+def test_cross_channel_fit_recovers_a_planted_predictor():
+    gen = torch.Generator().manual_seed(2)
+    coef = torch.randn(C, C, 4, generator=gen, dtype=torch.float64) * 0.15
+    sets = _planted(coef)
+    got, _, before, _, at_one = fit(sets, groups=1, channels=C, cross=True)
+    assert got.shape == (1, C, C, 4)
+    assert torch.allclose(got[0], coef, atol=0.02)
+    assert at_one < fit(sets, groups=1, channels=C)[4] < before  # each channel alone explains less
 
 
 def _net(hidden: int) -> GainChannelContext:
@@ -48,8 +59,9 @@ def test_spatial_network_computes_the_predictor_in_float_and_fixed_point():
     scales = torch.rand(1, C, h, w, generator=gen) * 3 + 0.1
     a = anchor_mask(h, w).bool()
     residual = ((y_hat - means) * a)[0].double()  # what the predictor reads: the anchors' residuals
-    d_means = (neighbour_features(residual) * coef[:, None, None]).sum(-1)
-    for m, hidden in ((None, C), (mult, 2 * C)):
+    cross = torch.randn(C, C, 4, generator=gen, dtype=torch.float64) * 0.2
+    for coef, m, hidden in ((coef, None, C), (coef, mult, 2 * C), (cross, None, C)):
+        d_means = predict(coef, neighbour_features(residual).flatten(1, 2)).view(C, h, w)
         net = _net(hidden)
         with torch.no_grad():
             for p, v in zip(net.spatial[0].parameters(), spatial_weights(coef, m, C)):
