@@ -24,13 +24,13 @@ ordinary train.py checkpoint: export it with scripts.export_model, or fine-tune 
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from compressai.entropy_models import GaussianConditional
 
 from codec import zoo
 from codec.models.gain_hyperprior import GainHyperprior, anchor_mask, exact_gain
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MEAN_SHIFT = 256.0  # the mean unit computes relu(d_mean + MEAN_SHIFT): exact unless d_mean < -256
 SIGMA_GRID = np.round(np.arange(0.70, 1.0001, 0.02), 2)
 NEIGHBOURS = ((1, 0), (1, 2), (0, 1), (2, 1))  # 3x3 taps of the left, right, upper, lower anchor
+_GAUSSIAN = GaussianConditional(None)  # the coder's discretised Gaussian and its scale bound (0.11)
 
 
 def neighbour_features(k: torch.Tensor) -> torch.Tensor:
@@ -63,16 +64,14 @@ def group_residuals(net: GainHyperprior, y: torch.Tensor, t: float, groups: int)
         scales, means = net.slice_params(hs, i, prev)
         r = (y[:, net.slice_channels(i)] - means)[0].double()
         k = torch.round(r)
-        out.append((r, k, scales[0].double().clamp_min(0.11)))
+        out.append((r, k, net.gaussian_conditional.lower_bound_scale(scales[0].double())))
         prev.append(k[None].float() + means)
     return out
 
 
 def gauss_bits(k: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """-log2 P(k) of integers k under a zero-mean Gaussian of scale s, integrated over [k-1/2, k+1/2]."""
-    a = k.abs()
-    p = 0.5 * (torch.erfc((a - 0.5) / (s * math.sqrt(2))) - torch.erfc((a + 0.5) / (s * math.sqrt(2))))
-    return -torch.log2(p.clamp_min(1e-9))
+    return -torch.log2(_GAUSSIAN._likelihood(k, s).clamp_min(1e-9))
 
 
 def training_residuals(net: GainHyperprior, crops: list[torch.Tensor], rates, groups: int):
