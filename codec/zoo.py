@@ -38,6 +38,13 @@ _CDF_BUFFERS = {
 }
 
 
+def without_tables(state: dict) -> dict:
+    """A state dict without the coder's CDF tables and scale table: the weights training starts
+    from (update() rebuilds the tables at export)."""
+    names = tuple({b for bufs in _CDF_BUFFERS.values() for b in bufs})
+    return {k: v for k, v in state.items() if not k.endswith(names)}
+
+
 def models_dir() -> Path:
     env = os.environ.get("CODEC_MODELS")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"

@@ -216,9 +216,7 @@ def main(argv=None) -> int:
     size = arch["M"] // arch["slices"]
     arch.update(spatial_groups=args.groups, spatial_hidden=2 * size if args.sigma else size)
     net = zoo.build_network(arch).eval()
-    state = {k: v for k, v in base.net.state_dict().items()
-             if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
-    net.load_state_dict(state, strict=False)
+    net.load_state_dict(zoo.without_tables(base.net.state_dict()), strict=False)
 
     images = load_images(Path(args.data) / "prepared" / "train")
     crops = random_crops(images, args.crops, args.crop, args.seed)

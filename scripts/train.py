@@ -36,6 +36,7 @@ from torch import nn
 
 from codec.models.gain_hyperprior import GainHyperprior
 from codec.precision import native_bf16
+from codec import zoo
 from codec.zoo import build_network, encoder_side  # what --encoder-only trains
 from scripts.synthetic_shapes import shapes_crop
 from scripts.synthetic_text import draw_text
@@ -414,8 +415,7 @@ def main(argv=None) -> int:
         print(f"resumed {ckpt_path} at step {step}")
     elif init:
         state, old_arch, step, wall = init
-        state = {k: v.float() for k, v in state.items()
-                 if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))}
+        state = {k: v.float() for k, v in zoo.without_tables(state).items()}
         if old_arch.get("slices", 1) > arch.get("slices", 1):
             raise SystemExit("train: --init cannot drop a model's channel context")
         if old_arch.get("slices", 1) not in (1, arch.get("slices", 1)):

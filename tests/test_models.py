@@ -70,3 +70,25 @@ def test_synthesis_only_autocast_leaves_the_entropy_path_in_float32():
     # g_s under bf16 in both autocast modes: close to float32, not equal.
     assert not torch.equal(synth["x_hat"], off["x_hat"])
     assert torch.allclose(synth["x_hat"], off["x_hat"], atol=0.05)
+
+
+def test_rounded_rate_is_the_coders_and_passes_gradients():
+    """latent_forward(rate="round") gives the likelihoods of the values the coder writes (what
+    eval mode computes), with gradients reaching h_a, h_s and the context through the rounding."""
+    from codec.models.channel_context import GainChannelContext
+
+    torch.manual_seed(0)
+    m = GainChannelContext(N=16, M=8, slices=2, levels=3, spatial_groups=1, spatial_hidden=8)
+    for c in [*m.context, *m.spatial]:  # zero-initialised last layers would get no gradient below
+        torch.nn.init.normal_(c[-1].weight, std=0.05)
+    y = 3 * torch.randn(2, 8, 8, 8)
+    t = torch.tensor([0.2, 0.9])
+    m.eval()
+    with torch.no_grad():
+        plain = m.latent_forward(y, t)[2]
+    rounded = m.latent_forward(y, t, rate="round")[2]
+    for k in plain:
+        assert torch.allclose(plain[k], rounded[k], rtol=1e-5, atol=1e-7)
+    sum(-torch.log2(v).sum() for v in rounded.values()).backward()
+    for part in (m.h_a, m.h_s, m.context, m.spatial):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())

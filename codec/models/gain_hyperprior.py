@@ -115,14 +115,29 @@ class GainHyperprior(nn.Module):
         version 1's ROI); t_map: optional [B, 1, h, w] rate parameter per position, coded as
         LatentCoder.quant_map does (version 2's ROI): per-channel steps g(t_map) / g(t), and
         g_s gets the decoded value times the inverse gains of t_map."""
-        yg, yg_inv, zg, zg_inv = self.gains(t)
         device = x.device.type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast is True):
-            y = self.g_a(x).float() * yg
+            y = self.g_a(x).float()
+        y_hat, out_gain, likelihoods = self.latent_forward(y, t, autocast is True, step, t_map)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(autocast)):
+            x_hat = self.g_s(y_hat * out_gain).float()
+        return {"x_hat": x_hat, "likelihoods": likelihoods}
+
+    def latent_forward(self, y: torch.Tensor, t: torch.Tensor, autocast: bool = False,
+                       step: torch.Tensor | None = None, t_map: torch.Tensor | None = None,
+                       rate: str = "noise"):
+        """The training forward between g_a and g_s: g_a's latent y (not yet gained) ->
+        (y_hat, out_gain, likelihoods); g_s's input is y_hat * out_gain. autocast: bf16 on h_a.
+        step and t_map as in forward. rate: the likelihoods of the latents plus uniform noise
+        ("noise", the usual proxy), or of the rounded latents the coder writes ("round",
+        straight-through gradients; scripts.tune_entropy)."""
+        yg, yg_inv, zg, zg_inv = self.gains(t)
+        y = y * yg
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=autocast):
             z = self.h_a(y).float() * zg
-        _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
         z_hat = ste_round(z - medians) + medians
+        z_likelihoods = self.entropy_bottleneck(z)[1] if rate == "noise" else self._z_likelihoods(z_hat)
         hs = self.h_s(z_hat * zg_inv).chunk(2, 1)
         out_gain = yg_inv
         if t_map is not None:
@@ -142,15 +157,25 @@ class GainHyperprior(nn.Module):
                 anchors = ste_round((y[:, sl] - means) * st) / st + means
                 scales, means = self.checkerboard_params(i, scales, means, anchors)
             # The coder quantises (y - mean) * step with a Gaussian of scale sigma * step.
-            _, lik = self.gaussian_conditional(y[:, sl] * st, scales * st, means=means * st)
+            rounded = ste_round((y[:, sl] - means) * st)
+            if rate == "noise":
+                _, lik = self.gaussian_conditional(y[:, sl] * st, scales * st, means=means * st)
+            else:
+                gc = self.gaussian_conditional
+                lik = gc.likelihood_lower_bound(gc._likelihood(rounded, scales * st))
             y_likelihoods.append(lik)
             # Mixed quantisation (Minnen & Singh 2020): noise for the rate, rounding for g_s
             # and for the context of later slices.
-            y_hats.append(ste_round((y[:, sl] - means) * st) / st + means)
-        y_hat = torch.cat(y_hats, 1)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(autocast)):
-            x_hat = self.g_s(y_hat * out_gain).float()
-        return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(y_likelihoods, 1), "z": z_likelihoods}}
+            y_hats.append(rounded / st + means)
+        return torch.cat(y_hats, 1), out_gain, {"y": torch.cat(y_likelihoods, 1), "z": z_likelihoods}
+
+    def _z_likelihoods(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """The factorised prior's likelihoods of the rounded hyper-latent z_hat [B, N, h, w]
+        (EntropyBottleneck.forward without its own quantisation, so gradients pass)."""
+        eb = self.entropy_bottleneck
+        v = z_hat.transpose(0, 1)
+        lik = eb.likelihood_lower_bound(eb._likelihood(v.reshape(v.shape[0], 1, -1))[0])
+        return lik.reshape(v.shape).transpose(0, 1)
 
     # ---- entropy parameters, slice by slice ---------------------------------------------------
     n_slices = 1  # no channel context: one slice, h_s's parameters as they are
