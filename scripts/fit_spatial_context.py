@@ -34,7 +34,7 @@ from compressai.entropy_models import GaussianConditional
 
 from codec import zoo
 from codec.models.gain_hyperprior import GainHyperprior, anchor_mask, exact_gain
-from scripts.train import load_images
+from scripts.train import derived_checkpoint, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN_SHIFT = 256.0  # the mean unit computes relu(d_mean + MEAN_SHIFT): exact unless d_mean < -256
@@ -240,10 +240,8 @@ def main(argv=None) -> int:
     src = base.card["training"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict(), "arch": arch, "step": src["steps"],
-                "wall_s": src.get("wall_hours", 0) * 3600 + time.time() - began,
-                "args": {"batch": src["batch"], "crop": src["crop"], "lr": src["lr_last"],
-                         "area_power": 0.5, "shapes": 0.15, "spatial_fit": vars(args)}}, out)
+    torch.save(derived_checkpoint(net, arch, src, 0, time.time() - began, src["lr_last"],
+                                  {"spatial_fit": vars(args)}), out)
     print(f"wrote {out} ({time.time() - began:.0f} s)")
     return 0
 

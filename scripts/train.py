@@ -36,8 +36,7 @@ from torch import nn
 
 from codec.models.gain_hyperprior import GainHyperprior
 from codec.precision import native_bf16
-from codec import zoo
-from codec.zoo import build_network, encoder_side  # what --encoder-only trains
+from codec.zoo import build_network, encoder_side, without_tables  # encoder_side: what --encoder-only trains
 from scripts.synthetic_shapes import shapes_crop
 from scripts.synthetic_text import draw_text
 
@@ -177,6 +176,18 @@ def validate(model, val_images, device: str, crop: int = 256) -> dict:
                         "psnr": round(float(np.mean(psnrs)), 3)}
     model.train()
     return res
+
+
+def derived_checkpoint(net, arch: dict, card_training: dict, steps: int, wall_s: float, lr: float,
+                       how: dict) -> dict:
+    """A train.py checkpoint of a shipped model changed outside train.py (scripts.fit_spatial_context,
+    scripts.tune_entropy): steps and wall time go on from the model card's, and the data settings
+    are those -6 and -7 were trained with (photos by area ** 0.5, 15% shapes), so export_model
+    describes the data as before. how: what changed it, kept under args."""
+    return {"model": net.state_dict(), "arch": arch, "step": card_training["steps"] + steps,
+            "wall_s": card_training.get("wall_hours", 0) * 3600 + wall_s,
+            "args": {"batch": card_training["batch"], "crop": card_training["crop"], "lr": lr,
+                     "area_power": 0.5, "shapes": 0.15, **how}}
 
 
 def checkpoint_arch(ck: dict) -> dict:
@@ -415,7 +426,7 @@ def main(argv=None) -> int:
         print(f"resumed {ckpt_path} at step {step}")
     elif init:
         state, old_arch, step, wall = init
-        state = {k: v.float() for k, v in zoo.without_tables(state).items()}
+        state = {k: v.float() for k, v in without_tables(state).items()}
         if old_arch.get("slices", 1) > arch.get("slices", 1):
             raise SystemExit("train: --init cannot drop a model's channel context")
         if old_arch.get("slices", 1) not in (1, arch.get("slices", 1)):

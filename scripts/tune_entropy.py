@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from codec import zoo
-from scripts.train import load_images
+from scripts.train import derived_checkpoint, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the rate depends on and g_s does not. y_gain/y_gain_inv stay: they set the distortion.
@@ -189,12 +189,9 @@ def main(argv=None) -> int:
             print(f"step {step} val bpp change %", json.dumps(rel), flush=True)
             if sum(v.values()) < best[0]:  # keep the best on the validation photos
                 best = (sum(v.values()), step)
-                src = base.card["training"]
-                torch.save({"model": net.state_dict(), "arch": arch, "step": src["steps"] + step,
-                            "wall_s": src.get("wall_hours", 0) * 3600 + time.time() - began,
-                            "args": {"batch": src["batch"], "crop": src["crop"], "lr": args.lr,
-                                     "area_power": 0.5, "shapes": 0.15, "entropy_tune": vars(args)},
-                            "val_change_pct": rel}, out)
+                ck = derived_checkpoint(net, arch, base.card["training"], step, time.time() - began,
+                                        args.lr, {"entropy_tune": vars(args)})
+                torch.save({**ck, "val_change_pct": rel}, out)
                 print(f"wrote {out}", flush=True)
     print(f"best validation at step {best[1]} ({time.time() - began:.0f} s)")
     return 0
