@@ -30,6 +30,7 @@ class Section(IntEnum):
     VIDEO_FRAME = 0x06
     DECODER_HINTS = 0x81
     SYNTHESIS_ADAPT = 0x82  # per-image scale and bias of g_s's channels; skippable
+    POST_FILTER = 0x83  # per-image Wiener filter of the decoded pixels; skippable
 
 
 # Header flags (format version 4 on; earlier files carry 0).
@@ -37,7 +38,7 @@ FLAG_GRAY = 0x01  # the source's colour planes are equal: decode outputs their m
 KNOWN_FLAGS = FLAG_GRAY
 
 KNOWN_V1 = {Section.HYPER, Section.LATENT, Section.ALPHA, Section.ROI_MAP}
-KNOWN = KNOWN_V1 | {Section.SYNTHESIS_ADAPT}  # the sections this decoder reads
+KNOWN = KNOWN_V1 | {Section.SYNTHESIS_ADAPT, Section.POST_FILTER}  # the sections this decoder reads
 
 
 @dataclass

@@ -30,4 +30,5 @@ def read_info(data: bytes) -> dict:
         "sections": {name: size for name, _, size in container.section_spans(data)},
         "roi_area_shares": roi,
         "synthesis_adapted": Section.SYNTHESIS_ADAPT in c.sections,
+        "post_filtered": Section.POST_FILTER in c.sections,
     }

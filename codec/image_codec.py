@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import analysis, container, image_io
+from . import analysis, container, image_io, post_filter
 from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FLAG_GRAY, Container, Header, Section
 from .errors import CodecError, FormatError, InputError
 from .file_info import read_info  # part of the public API here since before file_info existed
@@ -95,9 +95,11 @@ class Encoder:
             if self.refine_steps or self.adapt_steps:
                 self.weight = _roi_error_weight(levels, roi_strength)
 
-    def encode(self, quality: float, refine: bool = True, max_bytes: int | None = None) -> bytes:
+    def encode(self, quality: float, refine: bool = True, max_bytes: int | None = None,
+               filtered: bool = True) -> bytes:
         """.lic bytes at this quality; refine=False skips the effort's latent refinement and
-        synthesis adaptation. The adaptation is left out where the file would exceed max_bytes."""
+        synthesis adaptation, filtered=False the post-filter. The adaptation and the post-filter
+        are left out where the file would exceed max_bytes."""
         quality = round(quality * 100) / 100  # exactly what the header stores and the decoder reads
         t, coder = quality / 100.0, self.model.coder
         qmap = None if self.roi is None else coder.quant_map(self.roi.levels, t, self.roi.offsets)
@@ -117,25 +119,70 @@ class Encoder:
             sections[Section.ALPHA] = self.alpha
         if self.roi is not None:
             sections[Section.ROI_MAP] = self.roi_section
+        plain = container.pack(Container(header, sections))
+        if not (refine and self.adapt_steps) and not filtered:
+            return plain
+        # The extras need the decoder's latent; each candidate below costs a g_s pass.
+        y_hat = coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
+        lam = float(self.model.net.lmbda(torch.tensor([t])))
+        variants = [None]
         if refine and self.adapt_steps:
-            payload = self._adaptation(z_str, y_str, t, qmap)
+            payload = self._adaptation(y_hat, lam)
             if payload is not None:
-                adapted = container.pack(Container(header, {**sections, Section.SYNTHESIS_ADAPT: payload}))
-                if max_bytes is None or len(adapted) <= max_bytes:
-                    return adapted
-        return container.pack(Container(header, sections))
+                variants.insert(0, payload)
+        for adapt in variants:  # preferred first; the first that fits max_bytes is the file
+            extra = {} if adapt is None else {Section.SYNTHESIS_ADAPT: adapt}
+            if filtered:
+                x = _synthesize(self.model, y_hat, adapt, self.src.height, self.src.width, self.src.gray)
+                pf = post_filter.choose(x, _target(self.src), lam)
+                if pf is not None:
+                    data = container.pack(Container(header, {**sections, **extra, Section.POST_FILTER: pf}))
+                    if max_bytes is None or len(data) <= max_bytes:
+                        return data
+            if extra:
+                data = container.pack(Container(header, {**sections, **extra}))
+                if max_bytes is None or len(data) <= max_bytes:
+                    return data
+        return plain
 
-    def _adaptation(self, z_str: bytes, y_str: bytes, t: float, qmap) -> bytes | None:
+    def _adaptation(self, y_hat: torch.Tensor, lam: float) -> bytes | None:
         """The SYNTHESIS_ADAPT payload fitted for this file, or None where the section would
         not lower the rate-distortion cost."""
-        h, w = self.src.height, self.src.width
-        grid = _grid_shape(h, w)
-        net, coder = self.model.net, self.model.coder
-        y_hat = coder.decompress(z_str, y_str, (grid[0] // 4, grid[1] // 4), t, qmap)  # the decoder's
-        lam = float(net.lmbda(torch.tensor([t])))
-        a, _, _ = synthesis_adapt.fit(net.g_s, y_hat, self.x, (h, w), self.adapt_steps, lam,
-                                      self.weight, self.src.gray, SYNTH_BF16)
+        a, _, _ = synthesis_adapt.fit(self.model.net.g_s, y_hat, self.x, (self.src.height, self.src.width),
+                                      self.adapt_steps, lam, self.weight, self.src.gray, SYNTH_BF16)
         return None if a is None else synthesis_adapt.pack(a)
+
+
+def _latent_shape(height: int, width: int) -> tuple[int, int]:
+    """The hyper-latent's (rows, columns) for an image of this size."""
+    grid = _grid_shape(height, width)
+    return grid[0] // 4, grid[1] // 4
+
+
+def _target(src: image_io.SourceImage) -> torch.Tensor:
+    """The source as the post-filter fits to it: [C, H, W] float on 0..255, one plane if gray."""
+    x = torch.from_numpy(np.array(src.rgb, copy=True)).permute(2, 0, 1).float()
+    return x[:1] if src.gray else x
+
+
+def _synthesize(model: LoadedModel, y_hat: torch.Tensor, adapt: bytes | None, height: int, width: int,
+                gray: bool) -> torch.Tensor:
+    """The decoder's pixels before rounding: [C, height, width] float on 0..255, the planes'
+    mean (C = 1) for gray; adapt: a SYNTHESIS_ADAPT payload (FormatError if it is not valid)."""
+    affine = None
+    if adapt is not None:
+        widths = synthesis_adapt.layer_widths(model.net.g_s)
+        try:
+            affine = synthesis_adapt.to_affine(synthesis_adapt.unpack(adapt, widths))
+        except ValueError as e:
+            raise FormatError(f"SYNTHESIS_ADAPT section could not be decoded ({e})") from None
+    # g_s was trained under bf16 autocast and runs ~2x faster in it on CPUs with native bf16
+    # (codec.precision); it only shapes pixels, never the parsing of the bitstream.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=SYNTH_BF16):
+        x = synthesis_adapt.synthesize(model.net.g_s, y_hat.contiguous(memory_format=torch.channels_last),
+                                       affine).float()
+    x = x[0, :, :height, :width].clamp_(0, 1).mul_(255)
+    return x.mean(0, keepdim=True) if gray else x
 
 
 def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = None,
@@ -191,23 +238,21 @@ def _decode_rgb(c: Container) -> np.ndarray:
         qmap = lm.coder.quant_map(roi.levels, t, roi.offsets, roi.v1_multipliers)
     try:
         y_hat = lm.coder.decompress(c.sections[Section.HYPER], c.sections[Section.LATENT],
-                                    (grid[0] // 4, grid[1] // 4), t, qmap)
+                                    _latent_shape(h.height, h.width), t, qmap)
     except (RuntimeError, ValueError, OverflowError) as e:
         raise FormatError(f"latent sections could not be decoded ({e})") from None
-    affine = None
-    if Section.SYNTHESIS_ADAPT in c.sections:
-        widths = synthesis_adapt.layer_widths(lm.net.g_s)
+    pf = None
+    if Section.POST_FILTER in c.sections:
         try:
-            affine = synthesis_adapt.to_affine(synthesis_adapt.unpack(c.sections[Section.SYNTHESIS_ADAPT], widths))
+            pf = post_filter.unpack(c.sections[Section.POST_FILTER])
         except ValueError as e:
-            raise FormatError(f"SYNTHESIS_ADAPT section could not be decoded ({e})") from None
-    # g_s was trained under bf16 autocast and runs ~2x faster in it on CPUs with native bf16
-    # (codec.precision); it only shapes pixels, never the parsing of the bitstream.
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=SYNTH_BF16):
-        x = synthesis_adapt.synthesize(lm.net.g_s, y_hat.contiguous(memory_format=torch.channels_last),
-                                       affine).float()
-    x = x[0, :, :h.height, :h.width].clamp_(0, 1).mul_(255).round_()
-    return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            raise FormatError(f"POST_FILTER section could not be decoded ({e})") from None
+    # With a post-filter, a gray image is filtered as one plane, as the encoder fitted it.
+    x = _synthesize(lm, y_hat, c.sections.get(Section.SYNTHESIS_ADAPT), h.height, h.width,
+                    h.gray and pf is not None)
+    if pf is not None:
+        x = post_filter.apply(x, pf).expand(3, -1, -1)
+    return x.round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def decode(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
