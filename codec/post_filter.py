@@ -8,7 +8,7 @@ they lower the rate-distortion cost (a few dozen bytes). The filter runs after g
 nothing back, so a decoder that skips the section only loses the gain. Spec: docs/bitstream.md.
 
 Each class k has, per point-symmetric pair of offsets o in a diamond of radius RADIUS, a tap
-w_o, plus a gain g and a bias b; on 0..255 pixels
+w_o, plus a gain g and a bias b, one set for all planes or one per plane; on 0..255 pixels
 
     out(p) = x(p) + sum_o w_o * (x(p+o) + x(p-o) - 2 x(p)) + g * (x(p) - 128) + b
 
@@ -28,7 +28,7 @@ RADIUS = 4  # session 27's probe: radius 3 / 4 / 5 gave -5.2 / -5.4 / -5.5% BD-r
 COEF_EXP = 8
 BIAS_EXP = 4
 ACTIVITY_WINDOW = 5
-CLASS_CHOICES = (1, 4)  # the encoder tries each and keeps the cheapest (or none)
+CLASSES = 4  # the encoder tries 1 and CLASSES classes, shared and per plane, keeps the cheapest
 MAX_CLASSES = 8
 MAX_RADIUS = 6
 FIT_ROWS = 64  # rows of features at a time while fitting
@@ -38,11 +38,12 @@ SECTION_OVERHEAD = 7  # the section's type, length and CRC (container.pack_secti
 class PostFilter(NamedTuple):
     radius: int
     thresholds: list[int]  # K - 1 increasing activity thresholds, in steps of 2^-BIAS_EXP
-    coefs: list[list[int]]  # per class: one tap per offset pair, then the gain, then the bias
+    coefs: list[list[list[int]]]  # per set (one, or one per plane), per class: one tap per
+    # offset pair, then the gain, then the bias
 
     @property
     def n_classes(self) -> int:
-        return len(self.coefs)
+        return len(self.thresholds) + 1
 
 
 def offsets(radius: int) -> list[tuple[int, int]]:
@@ -97,54 +98,102 @@ def _kernel(c: list[int], radius: int) -> tuple[torch.Tensor, float]:
 
 
 def apply(x: torch.Tensor, f: PostFilter) -> torch.Tensor:
-    """The filtered pixels: x [C, H, W] float on 0..255 (unrounded), clamped to 0..255."""
+    """The filtered pixels: x [C, H, W] float on 0..255 (unrounded), clamped to 0..255; f has one
+    set of coefficients or C."""
     x = x.float()
-    kernels, consts = zip(*(_kernel(c, f.radius) for c in f.coefs))
-    # Every class's filter in one convolution (as fast here as one), then each pixel's pick.
-    y = F.conv2d(_padded(x, f.radius)[:, None], torch.stack(kernels).float()[:, None])
-    y += torch.tensor(consts, dtype=y.dtype).view(1, -1, 1, 1)
     cls = _classes(x, f.thresholds)
-    return y.gather(1, cls.expand(x.shape[0], 1, -1, -1)).squeeze(1).clamp_(0, 255)
+    p = _padded(x, f.radius)[:, None]
+    planes = [range(x.shape[0])] if len(f.coefs) == 1 else [[c] for c in range(x.shape[0])]
+    out = torch.empty_like(x)
+    for sel, coefs in zip(planes, f.coefs):
+        kernels, consts = zip(*(_kernel(c, f.radius) for c in coefs))
+        # Every class's filter in one convolution (as fast here as one), then each pixel's pick.
+        y = F.conv2d(p[list(sel)], torch.stack(kernels).float()[:, None])
+        y += torch.tensor(consts, dtype=y.dtype).view(1, -1, 1, 1)
+        out[list(sel)] = y.gather(1, cls.expand(len(sel), 1, -1, -1)).squeeze(1)
+    return out.clamp_(0, 255)
 
 
-def fit(x: torch.Tensor, target: torch.Tensor, n_classes: int, radius: int = RADIUS) -> PostFilter:
-    """Least-squares filter taking x towards target (both [C, H, W] on 0..255), rounded to the
-    section's integers. Thresholds: activity quantiles, so the classes share the pixels evenly."""
+def _thresholds(x: torch.Tensor, n_classes: int) -> list[int]:
+    """Activity quantiles that share the pixels evenly between n_classes (fewer where they tie)."""
+    if n_classes == 1:
+        return []
+    q = torch.linspace(0, 1, n_classes + 1, dtype=torch.float64)[1:-1]
+    act = activity(x).flatten()[::7].double()  # a subsample: quantile() caps its input size
+    return sorted({max(int(v), 1) for v in torch.round(torch.quantile(act, q) * 2 ** BIAS_EXP)})
+
+
+class NormalEquations(NamedTuple):
+    """The least-squares system per plane and class: ata [C, K, P, P], atb [C, K, P], count [K]."""
+    ata: torch.Tensor
+    atb: torch.Tensor
+    count: torch.Tensor
+
+
+def normal_equations(x: torch.Tensor, target: torch.Tensor, thresholds: list[int],
+                     radius: int = RADIUS) -> NormalEquations:
+    """One pass over the image; summing over planes or classes gives the coarser filters' systems."""
     x = x.float()
-    thresholds: list[int] = []
-    if n_classes > 1:
-        q = torch.linspace(0, 1, n_classes + 1, dtype=torch.float64)[1:-1]
-        act = activity(x).flatten()[::7].double()  # a subsample: quantile() caps its input size
-        thresholds = sorted({max(int(v), 1) for v in torch.round(torch.quantile(act, q) * 2 ** BIAS_EXP)})
     cls = _classes(x, thresholds)
     p = _padded(x, radius)
-    n_feat = len(offsets(radius)) + 2
-    n = len(thresholds) + 1
-    ata = torch.zeros(n, n_feat, n_feat, dtype=torch.float64)
-    atb = torch.zeros(n, n_feat, dtype=torch.float64)
-    count = [0] * n
+    n_feat, n_cls, n_planes = len(offsets(radius)) + 2, len(thresholds) + 1, x.shape[0]
+    ata = torch.zeros(n_planes, n_cls, n_feat, n_feat, dtype=torch.float64)
+    atb = torch.zeros(n_planes, n_cls, n_feat, dtype=torch.float64)
+    count = torch.zeros(n_cls, dtype=torch.float64)
     for y0 in range(0, x.shape[1], FIT_ROWS):  # strips: the features of a whole image are large
         y1 = min(y0 + FIT_ROWS, x.shape[1])
         feats = _features(p, radius, y0, y1)
         resid = target[:, y0:y1].double() - x[:, y0:y1].double()
-        c = cls[y0:y1].expand_as(resid)
-        for k in range(n):
+        c = cls[y0:y1]
+        for k in range(n_cls):
             m = c == k
-            a, b = feats[m], resid[m]
-            ata[k] += a.T @ a
-            atb[k] += a.T @ b
-            count[k] += len(b)
+            a, b = feats[:, m], resid[:, m]  # [C, n, P], [C, n]
+            ata[:, k] += a.transpose(1, 2) @ a
+            atb[:, k] += (a.transpose(1, 2) @ b[..., None])[..., 0]
+            count[k] += int(m.sum())
+    return NormalEquations(ata, atb, count)
+
+
+def solve(eq: NormalEquations) -> list[list[int]]:
+    """The integers of one set of filters (one per class) from summed normal equations
+    (ata [K, P, P], atb [K, P], count [K])."""
+    n_feat = eq.ata.shape[-1]
     coefs = []
-    for k in range(n):
-        if count[k] < 4 * n_feat:
+    for ata, atb, n in zip(eq.ata, eq.atb, eq.count.tolist()):
+        if n < 4 * n_feat:
             coefs.append([0] * n_feat)
             continue
         # A touch of ridge: x - 128 and 1 are the same column in a flat class.
-        w = torch.linalg.solve(ata[k] + 1e-6 * count[k] * torch.eye(n_feat, dtype=torch.float64), atb[k])
+        w = torch.linalg.solve(ata + 1e-6 * n * torch.eye(n_feat, dtype=torch.float64), atb)
         w[:-1] *= 2 ** COEF_EXP
         w[-1] *= 2 ** BIAS_EXP
         coefs.append([int(v) for v in torch.round(w)])
-    return PostFilter(radius, thresholds, coefs)
+    return coefs
+
+
+def candidates(x: torch.Tensor, target: torch.Tensor, radius: int = RADIUS) -> list[PostFilter]:
+    """Least-squares filters taking x towards target (both [C, H, W] on 0..255), rounded to the
+    section's integers: 1 and CLASSES classes, one set for all planes and (C > 1) one per plane."""
+    thresholds = _thresholds(x, CLASSES)
+    eq = normal_equations(x, target, thresholds, radius)
+    one = NormalEquations(eq.ata.sum(1, keepdim=True), eq.atb.sum(1, keepdim=True), eq.count.sum(0, keepdim=True))
+    out = []
+    for th, e in (([], one), (thresholds, eq)):
+        out.append(PostFilter(radius, th, [solve(NormalEquations(e.ata.sum(0), e.atb.sum(0), e.count))]))
+        if x.shape[0] > 1:
+            out.append(PostFilter(radius, th, [solve(NormalEquations(a, b, e.count))
+                                               for a, b in zip(e.ata, e.atb)]))
+    return out
+
+
+def fit(x: torch.Tensor, target: torch.Tensor, n_classes: int, per_plane: bool = False,
+        radius: int = RADIUS) -> PostFilter:
+    """The least-squares filter with n_classes activity classes (fewer where quantiles tie)."""
+    thresholds = _thresholds(x, n_classes)
+    eq = normal_equations(x, target, thresholds, radius)
+    if per_plane:
+        return PostFilter(radius, thresholds, [solve(NormalEquations(a, b, eq.count)) for a, b in zip(eq.ata, eq.atb)])
+    return PostFilter(radius, thresholds, [solve(NormalEquations(eq.ata.sum(0), eq.atb.sum(0), eq.count))])
 
 
 # ---- the section -----------------------------------------------------------------------------
@@ -158,21 +207,22 @@ def _varint(n: int) -> bytes:
 
 
 def pack(f: PostFilter) -> bytes:
-    out = bytearray([f.radius, f.n_classes])
+    out = bytearray([f.radius, f.n_classes, len(f.coefs)])
     for t in f.thresholds:
         out += _varint(t)
-    for c in f.coefs:
-        for v in c:
-            out += _varint(2 * v if v >= 0 else -2 * v - 1)  # zigzag: small magnitudes, one byte
+    for v in (v for per_set in f.coefs for c in per_set for v in c):
+        out += _varint(2 * v if v >= 0 else -2 * v - 1)  # zigzag: small magnitudes, one byte
     return bytes(out)
 
 
-def unpack(payload: bytes) -> PostFilter:
-    """Raises ValueError on a payload that is not a valid POST_FILTER section."""
-    if len(payload) < 2 or not 1 <= payload[0] <= MAX_RADIUS or not 1 <= payload[1] <= MAX_CLASSES:
+def unpack(payload: bytes, n_planes: int) -> PostFilter:
+    """Raises ValueError on a payload that is not a valid POST_FILTER section for an image of
+    n_planes planes."""
+    if (len(payload) < 3 or not 1 <= payload[0] <= MAX_RADIUS or not 1 <= payload[1] <= MAX_CLASSES
+            or payload[2] not in (1, n_planes)):
         raise ValueError("bad POST_FILTER header")
-    radius, k = payload[0], payload[1]
-    pos, values = 2, []
+    radius, k, n_sets = payload[:3]
+    pos, values = 3, []
     while pos < len(payload):
         n = shift = 0
         while True:
@@ -186,13 +236,14 @@ def unpack(payload: bytes) -> PostFilter:
                 break
         values.append(n)
     n_coef = len(offsets(radius)) + 2
-    if len(values) != k - 1 + k * n_coef:
+    if len(values) != k - 1 + n_sets * k * n_coef:
         raise ValueError("POST_FILTER holds the wrong number of values")
     thresholds = values[:k - 1]
     if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
         raise ValueError("POST_FILTER thresholds are not increasing")
     ints = [v // 2 if v % 2 == 0 else -(v + 1) // 2 for v in values[k - 1:]]
-    return PostFilter(radius, thresholds, [ints[i * n_coef:(i + 1) * n_coef] for i in range(k)])
+    per_class = [ints[i * n_coef:(i + 1) * n_coef] for i in range(n_sets * k)]
+    return PostFilter(radius, thresholds, [per_class[s * k:(s + 1) * k] for s in range(n_sets)])
 
 
 def choose(x: torch.Tensor, target: torch.Tensor, lmbda: float) -> bytes | None:
@@ -206,9 +257,9 @@ def choose(x: torch.Tensor, target: torch.Tensor, lmbda: float) -> bytes | None:
         return 8 * n_bytes / npx + lmbda * mse
 
     best, best_cost = None, cost(x, 0)
-    for k in CLASS_CHOICES:
-        payload = pack(fit(x, target, k))
-        c = cost(apply(x, unpack(payload)), len(payload) + SECTION_OVERHEAD)
+    for f in candidates(x, target):
+        payload = pack(f)
+        c = cost(apply(x, f), len(payload) + SECTION_OVERHEAD)
         if c < best_cost:
             best, best_cost = payload, c
     return best

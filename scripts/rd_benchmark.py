@@ -228,11 +228,14 @@ class Ours(Codec):
         # The weights hashes key the cache: retrained weights under the same id, or new encoder
         # weights for it (zoo), are rerun. So does the synthesis precision, which moves PSNR by
         # 0.01-0.03 dB (codec.precision).
+        # So does the post-filter's design (codec.post_filter), which the weights do not show.
+        from codec import post_filter
         from codec.precision import synth_bf16
         m = self.model  # set by missing()
         enc = f", encoder weights {m.encoder_hash.hex()}" if m.encoder_hash else ""
         return (f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()}{enc}), "
-                f"g_s in {'bf16' if synth_bf16() else 'float32'}")
+                f"g_s in {'bf16' if synth_bf16() else 'float32'}, "
+                f"post-filter radius {post_filter.RADIUS} classes {post_filter.CLASSES}")
 
     def version(self):
         import codec

@@ -28,12 +28,13 @@ def _mse(a, b) -> float:
     return float(((a.round() - b) ** 2).mean())
 
 
-@pytest.mark.parametrize("n_classes", [1, 4])
-def test_fit_undoes_a_blur(n_classes):
+@pytest.mark.parametrize("n_classes,per_plane", [(1, False), (4, False), (4, True)])
+def test_fit_undoes_a_blur(n_classes, per_plane):
     target = _edges()
     x = _blur(target)
-    f = pf.fit(x, target, n_classes)
+    f = pf.fit(x, target, n_classes, per_plane)
     assert f.n_classes == len(f.thresholds) + 1 <= n_classes
+    assert len(f.coefs) == (3 if per_plane else 1) and all(len(s) == f.n_classes for s in f.coefs)
     assert f.thresholds == sorted(set(f.thresholds))
     out = pf.apply(x, f)
     assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 255
@@ -42,14 +43,14 @@ def test_fit_undoes_a_blur(n_classes):
 
 def test_zero_filter_is_the_identity():
     x = _blur(_edges())
-    f = pf.PostFilter(pf.RADIUS, [], [[0] * (len(pf.offsets(pf.RADIUS)) + 2)])
+    f = pf.PostFilter(pf.RADIUS, [], [[[0] * (len(pf.offsets(pf.RADIUS)) + 2)]])
     assert torch.allclose(pf.apply(x, f), x, atol=1e-4)
 
 
 def test_gain_and_bias_taps():
     x = torch.full((1, 8, 8), 100.0)
     n = len(pf.offsets(2))
-    f = pf.PostFilter(2, [], [[0] * n + [2 ** pf.COEF_EXP // 4, 3 * 2 ** pf.BIAS_EXP]])
+    f = pf.PostFilter(2, [], [[[0] * n + [2 ** pf.COEF_EXP // 4, 3 * 2 ** pf.BIAS_EXP]]])
     assert torch.allclose(pf.apply(x, f), torch.full_like(x, 100 + 0.25 * (100 - 128) + 3))
 
 
@@ -57,14 +58,26 @@ def test_section_round_trip_and_bad_payloads():
     x, target = _blur(_edges()), _edges()
     f = pf.fit(x, target, 4)
     payload = pf.pack(f)
-    assert pf.unpack(payload) == f
+    assert pf.unpack(payload, 3) == f
     assert len(payload) < 130  # a few dozen bytes: it must pay at low rates
+    per_plane = pf.fit(x, target, 4, per_plane=True)
+    assert pf.unpack(pf.pack(per_plane), 3) == per_plane
+    with pytest.raises(ValueError):  # three sets for a one-plane (gray) image
+        pf.unpack(pf.pack(per_plane), 1)
     n = len(pf.offsets(pf.RADIUS)) + 2
-    for bad in (b"", bytes([0, 1]), bytes([pf.RADIUS, 0]), bytes([pf.MAX_RADIUS + 1, 1]),
-                payload[:-1], payload + b"\x00", payload[:-1] + b"\x80",
-                bytes([pf.RADIUS, 3, 5, 5]) + bytes(2 * n + n)):  # thresholds not increasing
+    for bad in (b"", bytes([0, 1, 1]), bytes([pf.RADIUS, 0, 1]), bytes([pf.MAX_RADIUS + 1, 1, 1]),
+                bytes([pf.RADIUS, 1, 2]), payload[:-1], payload + b"\x00", payload[:-1] + b"\x80",
+                bytes([pf.RADIUS, 3, 1, 5, 5]) + bytes(3 * n)):  # thresholds not increasing
         with pytest.raises(ValueError):
-            pf.unpack(bad)
+            pf.unpack(bad, 3)
+
+
+def test_candidates_share_one_pass():
+    x, target = _blur(_edges()), _edges()
+    cands = pf.candidates(x, target)
+    assert [(c.n_classes, len(c.coefs)) for c in cands] == [(1, 1), (1, 3), (4, 1), (4, 3)]
+    # the summed system gives what a separate fit gives
+    assert cands[0] == pf.fit(x, target, 1) and cands[3] == pf.fit(x, target, 4, per_plane=True)
 
 
 def test_choose_sends_nothing_where_nothing_is_gained():
