@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import analysis, container, image_io, post_filter
 from .container import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, FLAG_GRAY, Container, Header, Section
-from .errors import CodecError, FormatError, InputError
+from .errors import CodecError, FormatError, InputError, RateControlError
 from .file_info import read_info  # part of the public API here since before file_info existed
 from .models import synthesis_adapt
 from .models.latent_refine import refine_latent
@@ -214,10 +214,16 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     if target_size is not None:
         if not isinstance(target_size, int) or isinstance(target_size, bool):
             raise InputError(f"target_size must be an integer number of bytes, got {target_size!r}")
-        # Search on fast plain encodes, then refine once at the quality found: refinement
-        # rarely adds bits, and when it does the plain file, which fits, is kept.
-        quality, plain = search_quality(lambda q: (q, enc.encode(q, refine=False)), target_size,
-                                        size=lambda r: len(r[1]))
+        # Search on fast unrefined encodes, then refine once at the quality found: refinement
+        # rarely adds bits, and when it does the unrefined file, which fits, is kept.
+        def search(max_bytes):
+            return search_quality(lambda q: (q, enc.encode(q, refine=False, max_bytes=max_bytes)),
+                                  target_size, size=lambda r: len(r[1]))
+
+        try:  # the highest quality that fits with its post-filter
+            quality, plain = search(None)
+        except RateControlError:  # where the filter's bytes alone break the budget, without it
+            quality, plain = search(target_size)
         if not enc.refine_steps:
             return plain
         refined = enc.encode(quality, max_bytes=target_size)

@@ -131,3 +131,12 @@ def test_target_size_is_kept_with_the_filter():
     target = len(codec.encode(img, quality=30))
     data = codec.encode(img, target_size=target)
     assert len(data) <= target and Section.POST_FILTER in container.unpack(data).sections
+
+
+def test_target_between_the_plain_and_the_filtered_smallest_file():
+    img = Image.fromarray(_edges(128, 160).permute(1, 2, 0).round().to(torch.uint8).numpy())
+    enc = image_codec.Encoder(image_io.load(img, None), image_codec.load_model(None))
+    plain, filtered = enc.encode(0, filtered=False), enc.encode(0)
+    assert len(filtered) > len(plain)
+    data = codec.encode(img, target_size=len(plain))  # the filter does not fit: the file is the plain one
+    assert data == plain
