@@ -104,10 +104,14 @@ class Encoder:
         t, coder = quality / 100.0, self.model.coder
         qmap = None if self.roi is None else coder.quant_map(self.roi.levels, t, self.roi.offsets)
         y, z = self.y, None
+        lam = float(self.model.net.lmbda(torch.tensor([t])))
         if refine and self.refine_steps:
+            # Refine for the picture the decoder will show: through the post-filter of the
+            # unrefined latent (the filter is fitted again afterwards).
+            post = self._post_filter(*coder.compress(y, t, qmap), t, qmap, lam) if filtered else None
             y, z = refine_latent(self.model.net, self.x, y, t, (self.src.height, self.src.width),
                                  self.refine_steps, qmap, self.weight, bf16=SYNTH_BF16,
-                                 gray=self.src.gray)
+                                 gray=self.src.gray, post=post)
         z_str, y_str = coder.compress(y, t, qmap, z=z)
         # Grayscale sources (channels 1) decode to the planes' mean anyway; the flag says so for
         # RGB(A) sources whose planes are equal.
@@ -124,7 +128,6 @@ class Encoder:
             return plain
         # The extras need the decoder's latent; each candidate below costs a g_s pass.
         y_hat = coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
-        lam = float(self.model.net.lmbda(torch.tensor([t])))
         variants = [None]
         if refine and self.adapt_steps:
             payload = self._adaptation(y_hat, lam)
@@ -144,6 +147,17 @@ class Encoder:
                 if max_bytes is None or len(data) <= max_bytes:
                     return data
         return plain
+
+    def _post_filter(self, z_str: bytes, y_str: bytes, t: float, qmap, lam: float):
+        """The post-filter this file would get, as a function of [C, H, W] pixels on 0..255
+        (differentiable in them), or None where it would get none."""
+        y_hat = self.model.coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
+        x = _synthesize(self.model, y_hat, None, self.src.height, self.src.width, self.src.gray)
+        payload = post_filter.choose(x, _target(self.src), lam)
+        if payload is None:
+            return None
+        f = post_filter.unpack(payload, x.shape[0])
+        return lambda pixels: post_filter.apply(pixels, f)
 
     def _adaptation(self, y_hat: torch.Tensor, lam: float) -> bytes | None:
         """The SYNTHESIS_ADAPT payload fitted for this file, or None where the section would

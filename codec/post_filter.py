@@ -32,6 +32,7 @@ CLASSES = 4  # the encoder tries 1 and CLASSES classes, shared and per plane, ke
 MAX_CLASSES = 8
 MAX_RADIUS = 6
 FIT_ROWS = 64  # rows of features at a time while fitting
+APPLY_ROWS = 512  # rows filtered at a time
 SECTION_OVERHEAD = 7  # the section's type, length and CRC (container.pack_section), for 128+ bytes
 
 
@@ -99,19 +100,23 @@ def _kernel(c: list[int], radius: int) -> tuple[torch.Tensor, float]:
 
 def apply(x: torch.Tensor, f: PostFilter) -> torch.Tensor:
     """The filtered pixels: x [C, H, W] float on 0..255 (unrounded), clamped to 0..255; f has one
-    set of coefficients or C."""
+    set of coefficients or C. Differentiable in x (the refinement scores its output)."""
     x = x.float()
-    cls = _classes(x, f.thresholds)
-    p = _padded(x, f.radius)[:, None]
-    planes = [range(x.shape[0])] if len(f.coefs) == 1 else [[c] for c in range(x.shape[0])]
-    out = torch.empty_like(x)
-    for sel, coefs in zip(planes, f.coefs):
-        kernels, consts = zip(*(_kernel(c, f.radius) for c in coefs))
-        # Every class's filter in one convolution (as fast here as one), then each pixel's pick.
-        y = F.conv2d(p[list(sel)], torch.stack(kernels).float()[:, None])
-        y += torch.tensor(consts, dtype=y.dtype).view(1, -1, 1, 1)
-        out[list(sel)] = y.gather(1, cls.expand(len(sel), 1, -1, -1)).squeeze(1)
-    return out.clamp_(0, 255)
+    C, H, W = x.shape
+    r, k = f.radius, f.n_classes
+    cls = _classes(x.detach(), f.thresholds)
+    sets = f.coefs * C if len(f.coefs) == 1 else f.coefs  # plane c's classes
+    kernels, consts = zip(*(_kernel(c, r) for coefs in sets for c in coefs))
+    weight = torch.stack(kernels).float()[:, None]  # [C * K, 1, 2r + 1, 2r + 1]
+    const = torch.tensor(consts, dtype=torch.float32).view(1, -1, 1, 1)
+    p = _padded(x, r)[None]
+    out = []
+    for y0 in range(0, H, APPLY_ROWS):  # strips: every class's output of a large image is large
+        y1 = min(y0 + APPLY_ROWS, H)
+        # Every class's filter of every plane in one grouped convolution, then each pixel's pick.
+        y = (F.conv2d(p[:, :, y0:y1 + 2 * r], weight, groups=C) + const).view(C, k, y1 - y0, W)
+        out.append(y.gather(1, cls[y0:y1].expand(C, 1, -1, -1)).squeeze(1))
+    return torch.cat(out, 1).clamp(0, 255)
 
 
 def _thresholds(x: torch.Tensor, n_classes: int) -> list[int]:

@@ -257,7 +257,7 @@ class OursEffort1(Ours):
     effort = 1
 
     def settings(self):
-        return super().settings() + ", effort 1 (g_a's hyper-latent kept)"
+        return super().settings() + ", effort 1 (g_a's hyper-latent kept, refined through the post-filter)"
 
 
 class OursEffort2(OursEffort1):
@@ -266,7 +266,7 @@ class OursEffort2(OursEffort1):
     effort = 2
 
     def settings(self):
-        return Ours.settings(self) + ", effort 2 (g_a's hyper-latent kept)"
+        return Ours.settings(self) + ", effort 2 (g_a's hyper-latent kept, refined through the post-filter)"
 
 
 class OursEffort3(OursEffort1):

@@ -108,3 +108,16 @@ def test_joint_refinement_codes_through_the_real_coder_for_fewer_bits_and_less_e
     y2, z2 = refine_latent(net, x, y, t, (64, 64), steps=40, lr=0.01, refine_z=True)
     assert z2.shape == (1, 16, 1, 1) and torch.isfinite(z2).all()
     assert cost(y2, z2) < cost(y)
+
+
+def test_refinement_scores_the_post_filtered_picture():
+    torch.manual_seed(0)
+    net = GainHyperprior(N=16, M=16, levels=4).eval()
+    net.requires_grad_(False)
+    x = torch.rand(1, 3, 64, 64)
+    y = net.g_a(x)
+    plain, _ = refine_latent(net, x, y, 0.5, (64, 64), steps=10, lr=0.01)
+    same, _ = refine_latent(net, x, y, 0.5, (64, 64), steps=10, lr=0.01, post=lambda v: v)
+    assert torch.allclose(plain, same, atol=1e-5)  # an identity filter: the same refinement
+    dark, _ = refine_latent(net, x, y, 0.5, (64, 64), steps=10, lr=0.01, post=lambda v: 0.5 * v)
+    assert not torch.allclose(dark, plain, atol=1e-3)  # refined for the filtered picture

@@ -140,3 +140,11 @@ def test_target_between_the_plain_and_the_filtered_smallest_file():
     assert len(filtered) > len(plain)
     data = codec.encode(img, target_size=len(plain))  # the filter does not fit: the file is the plain one
     assert data == plain
+
+
+def test_strips_filter_as_the_whole_image(monkeypatch):
+    x, target = _blur(_edges()), _edges()
+    f = pf.fit(x, target, 4, per_plane=True)
+    whole = pf.apply(x, f)
+    monkeypatch.setattr(pf, "APPLY_ROWS", 7)  # strips that do not divide the height
+    assert torch.equal(pf.apply(x, f), whole)

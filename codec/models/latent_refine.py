@@ -35,7 +35,7 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
                   size: tuple[int, int], steps: int, qmap: QuantMap | None = None,
                   weight: torch.Tensor | None = None, lr: float = DEFAULT_LR,
                   seed: int = 0, refine_z: bool = False,
-                  bf16: bool = False, gray: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  bf16: bool = False, gray: bool = False, post=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine g_a's latent y (ungained, [1, M, h, w]) of the padded image x for rate t.
 
     size: (height, width) of the real image inside the padding; only those pixels count.
@@ -46,6 +46,10 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
     measured as well (-9.9% against -9.6% BD-rate on the eval crops, docs/training.md).
     bf16: run g_s under bfloat16 autocast (CPU), as the decoder does. gray: the image's planes
     are equal and the decoder outputs their mean (image_io), so the error is the mean's.
+    post: optional differentiable function of the decoded pixels ([C, H, W] on 0..255) that
+    the decoder applies after g_s (codec.post_filter): the error is then the filtered image's,
+    so the latent is refined for the picture the decoder shows (-3.6 to -7.9% BD-rate against
+    refining g_s's output, session 27).
     Returns (y, z) for LatentCoder.compress(y, t, qmap, z=z).
     """
     h, w = size
@@ -105,6 +109,8 @@ def refine_latent(net: GainHyperprior, x: torch.Tensor, y: torch.Tensor, t: floa
             x_hat = x_hat.float()[:, :, :h, :w]
             if gray:
                 x_hat = x_hat.mean(1, keepdim=True)
+            if post is not None:
+                x_hat = post(x_hat[0] * 255)[None] / 255
             err = (x_hat - target) ** 2
             dist = (err * weight).mean() if weight is not None else err.mean()
             loss = bits / (h * w) + lam * 255 ** 2 * dist
