@@ -16,12 +16,17 @@ def test_soft_round_lands_between_neighbours_and_hardens_when_cold():
     assert torch.allclose(cold[near], torch.round(r[near]), atol=1e-3)
 
 
-def test_refine_lowers_the_training_loss_it_optimises():
+def _tiny():
+    """A small untrained model, a random 64 x 64 image and its latent."""
     torch.manual_seed(0)
     net = GainHyperprior(N=16, M=16, levels=4).eval()
     net.requires_grad_(False)
     x = torch.rand(1, 3, 64, 64)
-    y = net.g_a(x)
+    return net, x, net.g_a(x)
+
+
+def test_refine_lowers_the_training_loss_it_optimises():
+    net, x, y = _tiny()
     t = 0.5
     y2, z2 = refine_latent(net, x, y, t, (64, 64), steps=30, lr=0.01, refine_z=False)
     assert y2.shape == y.shape and torch.isfinite(y2).all()
@@ -111,11 +116,7 @@ def test_joint_refinement_codes_through_the_real_coder_for_fewer_bits_and_less_e
 
 
 def test_refinement_scores_the_post_filtered_picture():
-    torch.manual_seed(0)
-    net = GainHyperprior(N=16, M=16, levels=4).eval()
-    net.requires_grad_(False)
-    x = torch.rand(1, 3, 64, 64)
-    y = net.g_a(x)
+    net, x, y = _tiny()
     plain, _ = refine_latent(net, x, y, 0.5, (64, 64), steps=10, lr=0.01)
     same, _ = refine_latent(net, x, y, 0.5, (64, 64), steps=10, lr=0.01, post=lambda v: v)
     assert torch.allclose(plain, same, atol=1e-5)  # an identity filter: the same refinement
