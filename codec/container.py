@@ -81,8 +81,8 @@ class Container:
     sections: dict[int, bytes] = field(default_factory=dict)
 
 
-# ---- primitives ------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
+# ---- primitives (also used by sections that store integers: codec.post_filter) ----------------
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -92,7 +92,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
+class Reader:
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
@@ -132,15 +132,15 @@ def pack_header(h: Header) -> bytes:
 def header_bytes(h: Header) -> bytes:
     """The header exactly as written, without validation (the fuzzer writes invalid ones)."""
     mid = h.model_id.encode("ascii")
-    body = (bytes([len(mid)]) + mid + h.weights_hash + _varint(h.width) + _varint(h.height)
+    body = (bytes([len(mid)]) + mid + h.weights_hash + varint(h.width) + varint(h.height)
             + bytes([h.channels, h.bit_depth]) + struct.pack(">H", round(h.quality * 100))
             + bytes([h.flags]))
-    head = MAGIC + bytes([h.version]) + _varint(len(body)) + body
+    head = MAGIC + bytes([h.version]) + varint(len(body)) + body
     return head + struct.pack(">I", zlib.crc32(head))
 
 
 def pack_section(t: int, payload: bytes) -> bytes:
-    unit = bytes([t]) + _varint(len(payload)) + payload
+    unit = bytes([t]) + varint(len(payload)) + payload
     return unit + struct.pack(">I", zlib.crc32(unit))
 
 
@@ -164,7 +164,7 @@ def unpack_header(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> t
         if len(data) < 4 and MAGIC.startswith(data):
             raise CorruptFileError("file is truncated (in magic)")
         raise FormatError("not a .lic file (bad magic bytes)")
-    r = _Reader(data)
+    r = Reader(data)
     r.take(4, "magic")
     version = r.u8("header")
     if version > FORMAT_VERSION:
@@ -175,7 +175,7 @@ def unpack_header(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> t
         raise FormatError("invalid format version 0")
     n = r.varint("header")
     body_start = r.pos
-    body = _Reader(r.take(n, "header"))
+    body = Reader(r.take(n, "header"))
     (crc,) = struct.unpack(">I", r.take(4, "header CRC"))
     if zlib.crc32(data[:body_start + n]) != crc:
         raise CorruptFileError("header CRC mismatch: the file is corrupt")
@@ -200,7 +200,7 @@ def unpack_header(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> t
 
 def unpack(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Container:
     header, pos = unpack_header(data, max_pixels)
-    r = _Reader(bytes(data))
+    r = Reader(bytes(data))
     r.pos = pos
     sections: dict[int, bytes] = {}
     last = -1
@@ -241,7 +241,7 @@ def section_spans(data: bytes) -> list[tuple[str, int, int]]:
     """(name, offset, total bytes incl. type/length/CRC) for the header and each section."""
     _, pos = unpack_header(data, max_pixels=None)
     spans = [("HEADER", 0, pos)]
-    r = _Reader(bytes(data))
+    r = Reader(bytes(data))
     r.pos = pos
     while r.pos < len(data):
         start = r.pos

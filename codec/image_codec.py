@@ -108,7 +108,7 @@ class Encoder:
         if refine and self.refine_steps:
             # Refine for the picture the decoder will show: through the post-filter of the
             # unrefined latent (the filter is fitted again afterwards).
-            post = self._post_filter(*coder.compress(y, t, qmap), t, qmap, lam) if filtered else None
+            post = self._unrefined_filter(t, qmap, lam) if filtered else None
             y, z = refine_latent(self.model.net, self.x, y, t, (self.src.height, self.src.width),
                                  self.refine_steps, qmap, self.weight, bf16=SYNTH_BF16,
                                  gray=self.src.gray, post=post)
@@ -127,7 +127,7 @@ class Encoder:
         if not (refine and self.adapt_steps) and not filtered:
             return plain
         # The extras need the decoder's latent; each candidate below costs a g_s pass.
-        y_hat = coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
+        y_hat = self._decoded_latent(z_str, y_str, t, qmap)
         variants = [None]
         if refine and self.adapt_steps:
             payload = self._adaptation(y_hat, lam)
@@ -136,8 +136,7 @@ class Encoder:
         for adapt in variants:  # preferred first; the first that fits max_bytes is the file
             extra = {} if adapt is None else {Section.SYNTHESIS_ADAPT: adapt}
             if filtered:
-                x = _synthesize(self.model, y_hat, adapt, self.src.height, self.src.width, self.src.gray)
-                pf = post_filter.choose(x, _target(self.src), lam)
+                pf = self._filter_payload(y_hat, adapt, lam)
                 if pf is not None:
                     data = container.pack(Container(header, {**sections, **extra, Section.POST_FILTER: pf}))
                     if max_bytes is None or len(data) <= max_bytes:
@@ -148,16 +147,25 @@ class Encoder:
                     return data
         return plain
 
-    def _post_filter(self, z_str: bytes, y_str: bytes, t: float, qmap, lam: float):
-        """The post-filter this file would get, as a function of [C, H, W] pixels on 0..255
-        (differentiable in them), or None where it would get none."""
-        y_hat = self.model.coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
-        x = _synthesize(self.model, y_hat, None, self.src.height, self.src.width, self.src.gray)
-        payload = post_filter.choose(x, _target(self.src), lam)
+    def _decoded_latent(self, z_str: bytes, y_str: bytes, t: float, qmap) -> torch.Tensor:
+        """The latent the decoder will give g_s for these strings."""
+        return self.model.coder.decompress(z_str, y_str, _latent_shape(self.src.height, self.src.width), t, qmap)
+
+    def _unrefined_filter(self, t: float, qmap, lam: float):
+        """The post-filter g_a's latent would get at t, as a function of [C, H, W] pixels on
+        0..255 (differentiable in them), or None where it would get none."""
+        payload = self._filter_payload(self._decoded_latent(*self.model.coder.compress(self.y, t, qmap), t, qmap),
+                                       None, lam)
         if payload is None:
             return None
-        f = post_filter.unpack(payload, x.shape[0])
+        f = post_filter.unpack(payload, 1 if self.src.gray else 3)
         return lambda pixels: post_filter.apply(pixels, f)
+
+    def _filter_payload(self, y_hat: torch.Tensor, adapt: bytes | None, lam: float) -> bytes | None:
+        """The POST_FILTER payload for the picture this latent (and adaptation) decodes to, or
+        None where sending none costs least."""
+        x = _synthesize(self.model, y_hat, adapt, self.src.height, self.src.width, self.src.gray)
+        return post_filter.choose(x, _target(self.src), lam)
 
     def _adaptation(self, y_hat: torch.Tensor, lam: float) -> bytes | None:
         """The SYNTHESIS_ADAPT payload fitted for this file, or None where the section would

@@ -24,6 +24,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .container import Reader, varint
+from .errors import CodecError
+
 RADIUS = 4  # session 27's probe: radius 3 / 4 / 5 gave -5.2 / -5.4 / -5.5% BD-rate
 COEF_EXP = 8
 BIAS_EXP = 4
@@ -176,47 +179,38 @@ def solve(eq: NormalEquations) -> list[list[int]]:
     return coefs
 
 
+def _sets(eq: NormalEquations, per_plane: bool) -> list[list[list[int]]]:
+    """The coefficient sets from a plane-by-class system: one per plane, or one for all."""
+    if per_plane:
+        return [solve(NormalEquations(a, b, eq.count)) for a, b in zip(eq.ata, eq.atb)]
+    return [solve(NormalEquations(eq.ata.sum(0), eq.atb.sum(0), eq.count))]
+
+
 def candidates(x: torch.Tensor, target: torch.Tensor, radius: int = RADIUS) -> list[PostFilter]:
     """Least-squares filters taking x towards target (both [C, H, W] on 0..255), rounded to the
     section's integers: 1 and CLASSES classes, one set for all planes and (C > 1) one per plane."""
     thresholds = _thresholds(x, CLASSES)
     eq = normal_equations(x, target, thresholds, radius)
     one = NormalEquations(eq.ata.sum(1, keepdim=True), eq.atb.sum(1, keepdim=True), eq.count.sum(0, keepdim=True))
-    out = []
-    for th, e in (([], one), (thresholds, eq)):
-        out.append(PostFilter(radius, th, [solve(NormalEquations(e.ata.sum(0), e.atb.sum(0), e.count))]))
-        if x.shape[0] > 1:
-            out.append(PostFilter(radius, th, [solve(NormalEquations(a, b, e.count))
-                                               for a, b in zip(e.ata, e.atb)]))
-    return out
+    return [PostFilter(radius, th, _sets(e, per_plane))
+            for th, e in (([], one), (thresholds, eq))
+            for per_plane in ((False, True) if x.shape[0] > 1 else (False,))]
 
 
 def fit(x: torch.Tensor, target: torch.Tensor, n_classes: int, per_plane: bool = False,
         radius: int = RADIUS) -> PostFilter:
     """The least-squares filter with n_classes activity classes (fewer where quantiles tie)."""
     thresholds = _thresholds(x, n_classes)
-    eq = normal_equations(x, target, thresholds, radius)
-    if per_plane:
-        return PostFilter(radius, thresholds, [solve(NormalEquations(a, b, eq.count)) for a, b in zip(eq.ata, eq.atb)])
-    return PostFilter(radius, thresholds, [solve(NormalEquations(eq.ata.sum(0), eq.atb.sum(0), eq.count))])
+    return PostFilter(radius, thresholds, _sets(normal_equations(x, target, thresholds, radius), per_plane))
 
 
 # ---- the section -----------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def pack(f: PostFilter) -> bytes:
     out = bytearray([f.radius, f.n_classes, len(f.coefs)])
     for t in f.thresholds:
-        out += _varint(t)
+        out += varint(t)
     for v in (v for per_set in f.coefs for c in per_set for v in c):
-        out += _varint(2 * v if v >= 0 else -2 * v - 1)  # zigzag: small magnitudes, one byte
+        out += varint(2 * v if v >= 0 else -2 * v - 1)  # zigzag: small magnitudes, one byte
     return bytes(out)
 
 
@@ -227,19 +221,13 @@ def unpack(payload: bytes, n_planes: int) -> PostFilter:
             or payload[2] not in (1, n_planes)):
         raise ValueError("bad POST_FILTER header")
     radius, k, n_sets = payload[:3]
-    pos, values = 3, []
-    while pos < len(payload):
-        n = shift = 0
-        while True:
-            if pos >= len(payload) or shift > 28:
-                raise ValueError("truncated or overlong integer in POST_FILTER")
-            b = payload[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        values.append(n)
+    r, values = Reader(payload), []
+    r.pos = 3
+    try:
+        while r.pos < len(payload):
+            values.append(r.varint("POST_FILTER"))
+    except CodecError as e:  # truncated or overlong
+        raise ValueError(str(e)) from None
     n_coef = len(offsets(radius)) + 2
     if len(values) != k - 1 + n_sets * k * n_coef:
         raise ValueError("POST_FILTER holds the wrong number of values")

@@ -99,7 +99,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     if kind == "section_length":
         t, p = rng.choice(parts[:-1])
         i = parts.index((t, p))
-        unit = bytes([t]) + container._varint(rng.choice([0, 1, len(p) + 1, 2 ** 32, rng.randrange(1 << 20)])) + p
+        unit = bytes([t]) + container.varint(rng.choice([0, 1, len(p) + 1, 2 ** 32, rng.randrange(1 << 20)])) + p
         raw = unit + struct.pack(">I", zlib.crc32(unit))
         rest = b"".join(container.pack_section(tt, pp) for tt, pp in parts[i + 1:])
         before = b"".join(container.pack_section(tt, pp) for tt, pp in parts[:i])
