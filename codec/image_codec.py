@@ -272,7 +272,7 @@ def _decode_rgb(c: Container) -> np.ndarray:
     pf = None
     if Section.POST_FILTER in c.sections:
         try:
-            pf = post_filter.unpack(c.sections[Section.POST_FILTER], 1 if h.gray else 3)
+            pf = post_filter.unpack(c.sections[Section.POST_FILTER], 1 if h.gray else 3, h.version)
         except ValueError as e:
             raise FormatError(f"POST_FILTER section could not be decoded ({e})") from None
     # With a post-filter, a gray image is filtered as one plane, as the encoder fitted it.

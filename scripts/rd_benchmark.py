@@ -235,7 +235,8 @@ class Ours(Codec):
         enc = f", encoder weights {m.encoder_hash.hex()}" if m.encoder_hash else ""
         return (f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()}{enc}), "
                 f"g_s in {'bf16' if synth_bf16() else 'float32'}, "
-                f"post-filter radius {post_filter.RADIUS} classes {post_filter.CLASSES}")
+                f"post-filter radius {post_filter.RADIUS} classes {post_filter.CLASSES} "
+                f"cross-plane {post_filter.CROSS_RADIUS}")
 
     def version(self):
         import codec

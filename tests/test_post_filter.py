@@ -28,11 +28,11 @@ def _mse(a, b) -> float:
     return float(((a.round() - b) ** 2).mean())
 
 
-@pytest.mark.parametrize("n_classes,per_plane", [(1, False), (4, False), (4, True)])
-def test_fit_undoes_a_blur(n_classes, per_plane):
+@pytest.mark.parametrize("n_classes,per_plane,cross", [(1, False, 0), (4, False, 0), (4, True, 0), (4, True, 2)])
+def test_fit_undoes_a_blur(n_classes, per_plane, cross):
     target = _edges()
     x = _blur(target)
-    f = pf.fit(x, target, n_classes, per_plane)
+    f = pf.fit(x, target, n_classes, per_plane, cross=cross)
     assert f.n_classes == len(f.thresholds) + 1 <= n_classes
     assert len(f.coefs) == (3 if per_plane else 1) and all(len(s) == f.n_classes for s in f.coefs)
     assert f.thresholds == sorted(set(f.thresholds))
@@ -64,20 +64,61 @@ def test_section_round_trip_and_bad_payloads():
     assert pf.unpack(pf.pack(per_plane), 3) == per_plane
     with pytest.raises(ValueError):  # three sets for a one-plane (gray) image
         pf.unpack(pf.pack(per_plane), 1)
+    cross = pf.fit(x, target, 4, per_plane=True, cross=2)
+    assert cross.cross == 2 and pf.unpack(pf.pack(cross), 3) == cross
     n = len(pf.offsets(pf.RADIUS)) + 2
-    for bad in (b"", bytes([0, 1, 1]), bytes([pf.RADIUS, 0, 1]), bytes([pf.MAX_RADIUS + 1, 1, 1]),
-                bytes([pf.RADIUS, 1, 2]), payload[:-1], payload + b"\x00", payload[:-1] + b"\x80",
-                bytes([pf.RADIUS, 3, 1, 5, 5]) + bytes(3 * n)):  # thresholds not increasing
+    for bad in (b"", bytes([0, 1, 1, 0]), bytes([pf.RADIUS, 0, 1, 0]), bytes([pf.MAX_RADIUS + 1, 1, 1, 0]),
+                bytes([pf.RADIUS, 1, 2, 0]), bytes([pf.RADIUS, 1, 3, pf.MAX_RADIUS + 1]),
+                bytes([pf.RADIUS, 1, 1, 2]) + bytes(n),  # cross-plane taps need one set per plane
+                payload[:-1], payload + b"\x00", payload[:-1] + b"\x80",
+                bytes([pf.RADIUS, 3, 1, 0, 5, 5]) + bytes(3 * n)):  # thresholds not increasing
         with pytest.raises(ValueError):
             pf.unpack(bad, 3)
+    with pytest.raises(ValueError):
+        pf.fit(x, target, 1, per_plane=False, cross=2)
+
+
+def test_version_4_section_has_no_cross_byte():
+    f = pf.fit(_blur(_edges()), _edges(), 4, per_plane=True)
+    v5 = pf.pack(f)
+    v4 = v5[:3] + v5[4:]
+    assert pf.unpack(v4, 3, version=4) == f
+    with pytest.raises(ValueError):
+        pf.unpack(v4, 3)  # read as version 5, the first threshold would be the cross byte
+
+
+def test_apply_is_the_fitted_linear_model():
+    """apply's convolution kernels compute exactly the features' sum the encoder fitted, with
+    cross-plane taps in the order the section stores them."""
+    x = _blur(_edges()) + torch.linspace(0, 9, 128)  # planes that differ in more than a constant
+    g = torch.Generator().manual_seed(1)
+    n = pf.n_coefs(3, 2, 3)
+    f = pf.PostFilter(3, [], [[torch.randint(-12, 13, (n,), generator=g).tolist()] for _ in range(3)], 2)
+    feats = pf._features(pf._padded(x, 3), 3, 3, 2, 0, x.shape[1])
+    scale = torch.tensor([2.0 ** -pf.COEF_EXP] * (n - 1) + [2.0 ** -pf.BIAS_EXP], dtype=torch.float64)
+    w = torch.tensor([s[0] for s in f.coefs], dtype=torch.float64) * scale  # [3, n]
+    want = (x.double() + (feats * w[:, None, None]).sum(-1)).clamp(0, 255)
+    assert torch.allclose(pf.apply(x, f).double(), want, atol=1e-3)
+
+
+def test_cross_plane_taps_borrow_a_sharp_plane():
+    target = _edges()
+    x = target.clone()
+    x[0] = _blur(target[:1])[0]  # red blurred, green and blue exact
+    own = pf.apply(x, pf.fit(x, target, 1, per_plane=True))
+    cross = pf.apply(x, pf.fit(x, target, 1, per_plane=True, cross=2))
+    assert _mse(cross[0], target[0]) < 0.25 * _mse(own[0], target[0])
 
 
 def test_candidates_share_one_pass():
     x, target = _blur(_edges()), _edges()
     cands = pf.candidates(x, target)
-    assert [(c.n_classes, len(c.coefs)) for c in cands] == [(1, 1), (1, 3), (4, 1), (4, 3)]
-    # the summed system gives what a separate fit gives
-    assert cands[0] == pf.fit(x, target, 1) and cands[3] == pf.fit(x, target, 4, per_plane=True)
+    assert ([(c.n_classes, len(c.coefs), c.cross) for c in cands]
+            == [(1, 1, 0), (1, 3, 0), (1, 3, 2), (4, 1, 0), (4, 3, 0), (4, 3, 2)])
+    # the summed system, and the one without its cross-plane columns, give what separate fits give
+    assert cands[0] == pf.fit(x, target, 1) and cands[4] == pf.fit(x, target, 4, per_plane=True)
+    assert cands[5] == pf.fit(x, target, 4, per_plane=True, cross=2)
+    assert [c.cross for c in pf.candidates(x[:1], target[:1])] == [0, 0]  # gray: no other planes
 
 
 def test_choose_sends_nothing_where_nothing_is_gained():
@@ -142,9 +183,23 @@ def test_target_between_the_plain_and_the_filtered_smallest_file():
     assert data == plain
 
 
-def test_strips_filter_as_the_whole_image(monkeypatch):
+@pytest.mark.parametrize("cross", [0, 2])
+def test_strips_filter_as_the_whole_image(monkeypatch, cross):
     x, target = _blur(_edges()), _edges()
-    f = pf.fit(x, target, 4, per_plane=True)
+    f = pf.fit(x, target, 4, per_plane=True, cross=cross)
     whole = pf.apply(x, f)
     monkeypatch.setattr(pf, "APPLY_ROWS", 7)  # strips that do not divide the height
     assert torch.equal(pf.apply(x, f), whole)
+
+
+def test_version_4_file_with_its_section_decodes():
+    img = Image.fromarray(_edges(128, 160).permute(1, 2, 0).round().to(torch.uint8).numpy())
+    c = container.unpack(codec.encode(img, quality=20))
+    f = pf.PostFilter(2, [], [[[0] * len(pf.offsets(2)) + [2 ** pf.COEF_EXP // 4, 2 ** pf.BIAS_EXP]]])
+    c.sections[Section.POST_FILTER] = pf.pack(f)
+    v5 = container.pack(c)
+    c.header.version = 4
+    c.sections[Section.POST_FILTER] = pf.pack(f)[:3] + pf.pack(f)[4:]
+    v4 = container.pack(c)
+    assert v4[4] == 4 and v5[4] == container.FORMAT_VERSION == 5
+    assert np.array_equal(np.asarray(codec.decode(v4)), np.asarray(codec.decode(v5)))
