@@ -236,7 +236,7 @@ class Ours(Codec):
         return (f"codec.encode/decode, model {m.model_id} (weights {m.weights_hash.hex()}{enc}), "
                 f"g_s in {'bf16' if synth_bf16() else 'float32'}, "
                 f"post-filter radius {post_filter.RADIUS} classes {post_filter.CLASSES} "
-                f"cross-plane {post_filter.CROSS_RADIUS}")
+                f"cross-plane {post_filter.CROSS_RADIUS} directions {post_filter.DIRECTIONS} fit step {post_filter.FIT_STEP}")
 
     def version(self):
         import codec
