@@ -22,7 +22,7 @@ with w_o, g in steps of 2^-COEF_EXP and b in steps of 2^-BIAS_EXP levels. Format
 - direction classes (`directions` = 3): besides its activity class, a pixel is flat-ish,
   horizontal/vertical or diagonal by the second derivatives of the planes' mean, and where the
   vertical one is the larger its taps are read transposed, as VVC's ALF does, so one filter
-  serves edges of both orientations (session 28: +0.5 to +0.8 dB more on eval08's long edges).
+  serves edges of both orientations (session 28: +0.4 to +0.7 dB more on eval08's long edges).
 
 A pixel's activity class is the number of thresholds at or below the mean of |Laplacian| of the
 planes' mean over an ACTIVITY_WINDOW-square window, in steps of 2^-BIAS_EXP.
