@@ -13,7 +13,7 @@ from enum import IntEnum
 from .errors import CorruptFileError, FormatError, ImageTooLargeError, UnsupportedError
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 5  # 5: POST_FILTER cross-plane taps; 4: header flag GRAY; 3: ROI_MAP levels context-coded (2: zlib; 1: scalar steps)
+FORMAT_VERSION = 5  # 5: POST_FILTER cross-plane taps and direction classes; 4: header flag GRAY; 3: ROI_MAP levels context-coded (2: zlib; 1: scalar steps)
 EXTENSION = ".lic"
 MAX_SIDE = 65535
 DEFAULT_MAX_PIXELS = 40_000_000

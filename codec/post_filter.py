@@ -288,6 +288,11 @@ def own_columns(eq: NormalEquations, radius: int) -> NormalEquations:
     return eq.columns(torch.tensor([*range(len(offsets(radius))), n - 2, n - 1]))
 
 
+def _steps(n_coef: int) -> torch.Tensor:
+    """The value of one integer step of each coefficient: taps and gain 2^-COEF_EXP, bias 2^-BIAS_EXP."""
+    return torch.tensor([2.0 ** -COEF_EXP] * (n_coef - 1) + [2.0 ** -BIAS_EXP], dtype=torch.float64)
+
+
 def solve(eq: NormalEquations) -> list[list[int]]:
     """The integers of one set of filters (one per class) from summed normal equations
     (ata [K, P, P], atb [K, P], count [K])."""
@@ -299,8 +304,7 @@ def solve(eq: NormalEquations) -> list[list[int]]:
             continue
         # A touch of ridge: x - 128 and 1 are the same column in a flat class.
         w = torch.linalg.solve(ata + 1e-6 * n * torch.eye(n_feat, dtype=torch.float64), atb)
-        w[:-1] *= 2 ** COEF_EXP
-        w[-1] *= 2 ** BIAS_EXP
+        w /= _steps(n_feat)
         coefs.append([int(v) for v in torch.round(w)])
     return coefs
 
@@ -316,9 +320,7 @@ def _sets(eq: NormalEquations, per_plane: bool) -> list[list[list[int]]]:
 def squared_error(eq: NormalEquations, coefs: list[list[list[int]]]) -> float:
     """The filtered image's summed squared error before clamping and rounding, over the pixels of
     the system the filter was solved from: sum over planes and classes of btb - 2 w.atb + w.ata.w."""
-    n = eq.ata.shape[-1]
-    scale = torch.tensor([2.0 ** -COEF_EXP] * (n - 1) + [2.0 ** -BIAS_EXP], dtype=torch.float64)
-    w = torch.tensor(coefs, dtype=torch.float64) * scale  # [sets, K, n]
+    w = torch.tensor(coefs, dtype=torch.float64) * _steps(eq.ata.shape[-1])  # [sets, K, n]
     if w.shape[0] == 1:
         eq = eq.planes_summed()
     quad = (w[..., None, :] @ eq.ata @ w[..., :, None])[..., 0, 0]
