@@ -207,6 +207,9 @@ def info(input, as_json):
         elif k == "roi_area_shares":
             if v:
                 click.echo("roi area:       " + ", ".join(f"{n} {100 * x:.1f}%" for n, x in v.items()))
+        elif k == "roi_quality_offsets":
+            if v:
+                click.echo("roi offsets:    " + ", ".join(f"{n} {x:+g}" for n, x in v.items()))
         elif k == "bpp":
             click.echo(f"{k:<15} {v:.4f}")
         else:

@@ -18,7 +18,7 @@ from .models.latent_refine import refine_latent
 from .precision import synth_bf16
 from .rate_control import search_quality
 from .roi_map import DEFAULT_STRENGTH as DEFAULT_ROI_STRENGTH
-from .roi_map import PAD, RoiMap, check_strength, pixel_to_grid
+from .roi_map import CELL, PAD, RoiMap, check_strength, pixel_to_grid, roi_offset
 from .roi_map import grid_shape as _grid_shape
 from .zoo import LoadedModel, find_model, load_model
 
@@ -34,6 +34,10 @@ ADAPT_STEPS = {3: 120}
 # (weights normalised to mean 1). Unweighted, refinement sharpens the ROI-off file's text as much
 # as the ROI-on file's and the ROI's lead shrinks (docs/roi.md, session 6).
 ROI_ERROR_BOOST = 3.0
+# The text and face offset is sized from the error share of their cells in a plain encode at
+# this quality (codec.roi_map.roi_offset). The share barely moves with the rate (0.62-0.65 from
+# quality 7 to 52 on a sign that fills the frame), so one encode serves every quality.
+ROI_SHARE_QUALITY = 25.0
 
 
 def _padded(rgb: np.ndarray) -> torch.Tensor:
@@ -90,7 +94,12 @@ class Encoder:
         self.roi, self.roi_section, self.weight = None, None, None
         if levels is not None:
             grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
-            self.roi = RoiMap.from_levels(grid, roi_strength)
+            region = None
+            if roi_strength > 0 and (grid >= analysis.TEXT).any():
+                net = model.net
+                region = roi_offset(self._error_share(grid >= analysis.TEXT), roi_strength,
+                                    net.lmbda_max / net.lmbda_min)
+            self.roi = RoiMap.from_levels(grid, roi_strength, region)
             self.roi_section = self.roi.pack()  # the same at every quality rate control tries
             if self.refine_steps or self.adapt_steps:
                 self.weight = _roi_error_weight(levels, roi_strength)
@@ -146,6 +155,16 @@ class Encoder:
                 if max_bytes is None or len(data) <= max_bytes:
                     return data
         return plain
+
+    def _error_share(self, cells: np.ndarray) -> float:
+        """The share of the squared error that falls in these latent-grid cells, in a plain
+        encode (no ROI, no filter) at ROI_SHARE_QUALITY."""
+        t = ROI_SHARE_QUALITY / 100
+        y_hat = self._decoded_latent(*self.model.coder.compress(self.y, t), t, None)
+        x = _synthesize(self.model, y_hat, None, self.src.height, self.src.width, False)
+        err = (x - _target(self.src).expand_as(x)).square().sum(0).numpy()
+        mask = np.kron(cells, np.ones((CELL, CELL), bool))[:self.src.height, :self.src.width]
+        return float(err[mask].sum() / max(err.sum(), 1e-12))
 
     def _decoded_latent(self, z_str: bytes, y_str: bytes, t: float, qmap) -> torch.Tensor:
         """The latent the decoder will give g_s for these strings."""

@@ -4,7 +4,9 @@ A level map holds one small integer per latent position (a 16x16 pixel cell): 0 
 1 fine texture, 2 text, 3 faces. Each level carries a quality offset: its cells are quantised
 with the learned gain vectors of quality q + offset instead of q (the model's own per-channel
 step sizes for that rate, not one scalar step), so faces and text get finer steps and the
-background coarser ones. The entropy model stays exact without retraining: the residual
+background coarser ones. The offsets travel in the section, so the encoder may choose them per
+image: it sizes the text and face offset by how much of the image's error those cells hold
+(roi_offset). The entropy model stays exact without retraining: the residual
 (y - mean) times a per-channel step s is Gaussian with scale sigma * s. How the steps are
 derived from the offsets, bit-exactly, is LatentCoder.quant_map's job.
 
@@ -29,7 +31,10 @@ from .grid_coding import decode_grid, encode_grid
 
 LEVEL_NAMES = ("background", "texture", "text", "face")
 # Quality offset per level at strength 1 (scaled by the strength): background coarser, ROI finer.
+# The encoder replaces the text and face offsets by roi_offset's, chosen per image.
 LEVEL_OFFSETS = (-6.25, 0.0, 25.0, 25.0)
+ROI_MU = 0.8  # weight of the region's PSNR against the whole image's at strength 1 (roi_offset)
+MAX_ROI_OFFSET = 50.0  # quality points; above it the smallest file stops fitting low targets
 CELL = 16  # pixels per latent position
 MAX_STRENGTH = 3.0
 DEFAULT_STRENGTH = 1.0
@@ -47,6 +52,25 @@ def check_strength(strength) -> float:
     return strength
 
 
+def roi_offset(error_share: float, strength: float, lmbda_span: float) -> float:
+    """Quality offset of the text and face levels for an image whose text and face cells hold
+    error_share of its squared error when coded without ROI.
+
+    The encoder maximises whole-image PSNR + mu * PSNR of the region (both in dB, mu = ROI_MU *
+    strength). Its gradient weights the region's squared error by w = 1 + mu / error_share
+    against the rest's: a region that holds little of the error buys many dB for little
+    whole-image loss, while one that is most of the picture (a sign filling the frame) buys
+    few at a large loss. A model trained on bpp + lambda(t) * MSE with lambda log-spaced over
+    lmbda_span (max / min) codes weight w as lambda * w, ln(w) / ln(lmbda_span) * 100 quality
+    points finer. A fixed offset (LEVEL_OFFSETS) is the same rule with w the same everywhere.
+    """
+    strength = check_strength(strength)
+    if strength == 0:
+        return 0.0
+    w = 1.0 + ROI_MU * strength / max(float(error_share), 1e-6)
+    return min(MAX_ROI_OFFSET, 100.0 * math.log(w) / math.log(lmbda_span))
+
+
 def grid_shape(height: int, width: int) -> tuple[int, int]:
     """The latent grid of an image, which is also its ROI grid (one CELL per position)."""
     return math.ceil(height / PAD) * (PAD // CELL), math.ceil(width / PAD) * (PAD // CELL)
@@ -59,14 +83,24 @@ class RoiMap:
     v1_multipliers: tuple[int, ...] | None = None  # version-1 files: scalar step per level * 4096
 
     @classmethod
-    def from_levels(cls, levels: np.ndarray, strength: float) -> "RoiMap":
+    def from_levels(cls, levels: np.ndarray, strength: float, region_offset: float | None = None) -> "RoiMap":
+        """Offsets LEVEL_OFFSETS * strength; region_offset (quality points, e.g. roi_offset's)
+        replaces the text and face levels' where given."""
         strength = check_strength(strength)
-        offsets = tuple(int(round(strength * o * 100)) for o in LEVEL_OFFSETS)
-        return cls(np.ascontiguousarray(levels, dtype=np.uint8), offsets)
+        offsets = [strength * o for o in LEVEL_OFFSETS]
+        if region_offset is not None:
+            offsets[2:] = [region_offset] * (len(offsets) - 2)
+        return cls(np.ascontiguousarray(levels, dtype=np.uint8), tuple(int(round(o * 100)) for o in offsets))
 
     @property
     def n_levels(self) -> int:
         return len(self.v1_multipliers or self.offsets)
+
+    def quality_offsets(self) -> dict[str, float] | None:
+        """Each level's quality offset in quality points (None for version-1 files)."""
+        if self.v1_multipliers is not None:
+            return None
+        return {LEVEL_NAMES[i]: o / 100 for i, o in enumerate(self.offsets)}
 
     def shares(self) -> dict[str, float]:
         n = self.levels.size

@@ -5,7 +5,8 @@
 Each variant is a JSON object:
 - "offsets": quality offset per level (background, texture, text, face), as codec.roi_map's
   LEVEL_OFFSETS: each level coded with the gain vectors of quality q + strength * offset
-  (format version 2);
+  (format version 2); or "encoder": the offsets codec's Encoder picks for the image (the
+  shipped rule: text and face offset from their share of the error, codec.roi_map.roi_offset);
 - or "v1_weights": step exponent per level, one scalar step 2 ** (strength * w) per level
   (format version 1, the session-1/2 rule);
 - optional "strength" (default 1), "dilate": grow text/face cells by one cell, "cover": a cell
@@ -38,9 +39,9 @@ import torch
 from PIL import Image
 from scipy.ndimage import maximum_filter
 
-from codec import analysis
+from codec import analysis, image_io
 from codec.errors import RateControlError
-from codec.image_codec import SYNTH_BF16, _grid_shape, _padded
+from codec.image_codec import SYNTH_BF16, Encoder, _grid_shape, _padded
 from codec.models.latent_refine import refine_latent
 from codec.rate_control import search_quality
 from codec.roi_map import RoiMap, pixel_to_grid
@@ -74,7 +75,7 @@ def quant_map(coder, grid: np.ndarray, t: float, v: dict):
     if "v1_weights" in v:
         mults = [int(round(2.0 ** (s * w) * 4096)) for w in v["v1_weights"]]
         return coder.quant_map(g, t, v1_multipliers=mults)
-    offsets = list(v["offsets"])
+    offsets = list(v["offsets"])  # quality points at strength 1
     if v.get("adapt"):
         a0, lo, hi = v["adapt"]
         f = min(max(a0 / max(float((g >= TEXT).mean()), 1e-6), lo), hi)
@@ -106,8 +107,13 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> l
         ref = np.asarray(Image.open(folder / name).convert("RGB"))
         h, w = ref.shape[:2]
         x_pad = _padded(ref)
-        y = net.g_a(x_pad).contiguous()
         grid = pixel_to_grid(maps[name], _grid_shape(h, w), v.get("cover", 0.0))
+        rule = v
+        if v.get("offsets") == "encoder":
+            enc = Encoder(image_io.load(ref), lm, maps[name], v.get("strength", 1.0))
+            y, rule = enc.y, v | {"offsets": [o / 100 for o in enc.roi.offsets], "strength": 1.0}
+        else:
+            y = net.g_a(x_pad).contiguous()
         map_bytes = len(RoiMap.from_levels(grid, 1.0).pack()) + 4
         masks = {"psnr": np.ones((h, w), bool), "face": box_mask((h, w), ann.get("faces", [])),
                  "text": box_mask((h, w), ann.get("text", []))}
@@ -129,7 +135,7 @@ def run(v: dict, folder: Path, boxes: dict, maps: dict, targets, only=None) -> l
                     budget = int(bpp * w * h / 8) - HEADER - (map_bytes if mode == "on" else 0)
 
                     def qmap_at(q):
-                        return None if mode == "off" else quant_map(coder, grid, q / 100, v)
+                        return None if mode == "off" else quant_map(coder, grid, q / 100, rule)
 
                     q = search_quality(lambda q: (q, sum(map(len, coder.compress(y, q / 100, qmap_at(q))))),
                                        budget, size=lambda e: e[1])[0]

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -166,3 +167,16 @@ def test_a_closed_pipe_stops_quietly(small_file, tmp_path):
     p.stdout.close()  # before the process gets to write: `codec info F | head -0`
     err = p.stderr.read().decode()
     assert p.wait() == 141 and err == "", err
+
+
+def test_info_shows_the_roi_levels(runner, tmp_path, src):
+    mask = np.zeros((45, 67), np.uint8)
+    mask[10:30, 20:50] = 255  # face level
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out = tmp_path / "a.lic"
+    r = runner.invoke(main, ["encode", str(src), str(out), "--roi", str(tmp_path / "m.png")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["info", str(out)])
+    assert "roi area:" in r.output and "face" in r.output
+    offsets = next(line for line in r.output.splitlines() if line.startswith("roi offsets:"))
+    assert "background -6.25" in offsets and "face +" in offsets

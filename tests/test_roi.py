@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 import codec
 from codec import analysis, container
 from codec.container import Section
-from codec.roi_map import RoiMap, pixel_to_grid
+from codec.roi_map import MAX_ROI_OFFSET, RoiMap, pixel_to_grid, roi_offset
 from codec.zoo import load_model
 from conftest import psnr
 
@@ -33,6 +33,27 @@ def test_roi_map_pack_round_trip_and_size():
     bad = bytes([4]) + struct.pack(">4h", 0, 0, 20000, 0) + data[9:]  # offset beyond 100 quality points
     with pytest.raises(codec.FormatError, match="offset"):
         RoiMap.unpack(bad, (32, 48))
+
+
+def test_roi_offset_weighs_the_region_by_its_share_of_the_error():
+    span = 900.0  # lambda 0.0004-0.36: 25 quality points are a factor 900 ** 0.25 = 5.5 in lambda
+    # mu / share = 0.8 / 0.2: the region's error counts 1 + 4 = 5 times, ln 5 / ln 900 * 100 points.
+    assert roi_offset(0.2, 1.0, span) == pytest.approx(100 * np.log(5) / np.log(900))
+    offsets = [roi_offset(s, 1.0, span) for s in (0.01, 0.05, 0.2, 0.5, 1.0)]
+    assert offsets == sorted(offsets, reverse=True) and offsets[0] == MAX_ROI_OFFSET
+    assert 0 < offsets[-1] < 10  # a region that is the whole error still gets a little
+    assert roi_offset(0.2, 0.0, span) == 0.0
+    assert roi_offset(0.2, 2.0, span) > roi_offset(0.2, 1.0, span)
+    with pytest.raises(codec.InputError):
+        roi_offset(0.2, -1.0, span)
+
+
+def test_from_levels_takes_the_region_offset():
+    levels = np.array([[0, 1], [2, 3]], np.uint8)
+    m = RoiMap.from_levels(levels, 2.0, region_offset=31.4159)
+    assert m.offsets == (-1250, 0, 3142, 3142)
+    assert m.quality_offsets() == {"background": -12.5, "texture": 0.0, "text": 31.42, "face": 31.42}
+    assert RoiMap.from_levels(levels, 1.0).offsets == (-625, 0, 2500, 2500)
 
 
 def test_quant_map_follows_the_learned_gains():
@@ -117,6 +138,21 @@ def test_roi_gives_the_region_finer_quantisation(photo):
     box = (slice(64, 192), slice(128, 320))
     assert psnr(rgb[box], dec_on[box]) > psnr(rgb[box], dec_off[box]) + 0.5
     assert psnr(rgb, dec_on) < psnr(rgb, dec_off)  # the background paid for it
+
+
+def test_a_small_region_gets_a_larger_offset_than_a_large_one(photo):
+    """The encoder sizes the offset by the region's share of the error (roi_offset): the cat's
+    head alone is cheap to improve, three quarters of the picture are not."""
+    def offset(rows, cols, strength=1.0):
+        mask = np.zeros((photo.height, photo.width), np.uint8)
+        mask[rows, cols] = 2
+        info = codec.read_info(codec.encode(photo, quality=30, roi=mask, roi_strength=strength))
+        return info["roi_quality_offsets"]
+
+    small, large = offset(slice(64, 128), slice(160, 256)), offset(slice(0, 225), slice(0, 451))
+    assert small["text"] > large["text"] + 10 and small["face"] == small["text"]
+    assert small["background"] == large["background"] == -6.25
+    assert set(offset(slice(64, 128), slice(160, 256), 0.0).values()) == {0.0}
 
 
 def test_roi_with_target_size(photo):
