@@ -91,18 +91,27 @@ class Encoder:
         with torch.no_grad():
             self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
-        self.roi, self.roi_section, self.weight = None, None, None
+        self.levels, self.grid, self.share = levels, None, None
         if levels is not None:
-            grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
-            region = None
-            if roi_strength > 0 and (grid >= analysis.TEXT).any():
-                net = model.net
-                region = roi_offset(self._error_share(grid >= analysis.TEXT), roi_strength,
-                                    net.lmbda_max / net.lmbda_min)
-            self.roi = RoiMap.from_levels(grid, roi_strength, region)
-            self.roi_section = self.roi.pack()  # the same at every quality rate control tries
-            if self.refine_steps or self.adapt_steps:
-                self.weight = _roi_error_weight(levels, roi_strength)
+            self.grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
+            if roi_strength > 0 and (self.grid >= analysis.TEXT).any():
+                self.share = self._error_share(self.grid >= analysis.TEXT)
+        self.set_roi_strength(roi_strength)
+
+    def set_roi_strength(self, strength: float) -> None:
+        """Code the level map at this strength from now on (0 keeps the map, with no offsets)."""
+        self.roi_strength = strength
+        self.roi, self.roi_section, self.weight = None, None, None
+        if self.grid is None:
+            return
+        region = None
+        if strength > 0 and self.share is not None:
+            net = self.model.net
+            region = roi_offset(self.share, strength, net.lmbda_max / net.lmbda_min)
+        self.roi = RoiMap.from_levels(self.grid, strength, region)
+        self.roi_section = self.roi.pack()  # the same at every quality rate control tries
+        if self.refine_steps or self.adapt_steps:
+            self.weight = _roi_error_weight(self.levels, strength)
 
     def encode(self, quality: float, refine: bool = True, max_bytes: int | None = None,
                filtered: bool = True) -> bytes:
@@ -233,7 +242,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     """Encode an image (PIL image, HxWxC uint8/uint16 array, path, bytes) to .lic bytes.
 
     target_bpp / target_size pick the highest quality whose file fits (file bytes, header
-    included); they override `quality`. roi: "none", "auto" (faces, text, fine texture get finer
+    included); they override `quality`. With ROI, a target below the smallest ROI file lowers
+    roi_strength until the file fits. roi: "none", "auto" (faces, text, fine texture get finer
     quantisation, the background coarser), or a level mask (path or HxW array, see
     codec.analysis); roi_strength in [0, 3] scales how strongly. effort 0 (fast), 1 or 2 refines
     the latent for this image (REFINE_STEPS): smaller files at the same quality, ~16 s (effort 1)
@@ -257,19 +267,46 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
             raise InputError(f"target_size must be an integer number of bytes, got {target_size!r}")
         # Search on fast unrefined encodes, then refine once at the quality found: refinement
         # rarely adds bits, and when it does the unrefined file, which fits, is kept.
-        def search(max_bytes):
-            return search_quality(lambda q: (q, enc.encode(q, refine=False, max_bytes=max_bytes)),
-                                  target_size, size=lambda r: len(r[1]))
-
-        try:  # the highest quality that fits with its post-filter
-            quality, plain = search(None)
-        except RateControlError:  # where the filter's bytes alone break the budget, without it
-            quality, plain = search(target_size)
+        try:
+            quality, plain = _fit(enc, target_size)
+        except RateControlError:
+            if not enc.roi_strength:
+                raise
+            # ROI's finer steps can make even the smallest file too big for a low target, where
+            # the same image without them fits: weaken the ROI until the smallest file fits.
+            enc.set_roi_strength(_fitting_strength(enc, target_size))
+            quality, plain = _fit(enc, target_size)
         if not enc.refine_steps:
             return plain
         refined = enc.encode(quality, max_bytes=target_size)
         return refined if len(refined) <= target_size else plain
     return enc.encode(quality)
+
+
+def _fit(enc: Encoder, target_size: int) -> tuple[float, bytes]:
+    """The highest quality, and its unrefined file, that fits target_size."""
+    def search(max_bytes):
+        return search_quality(lambda q: (q, enc.encode(q, refine=False, max_bytes=max_bytes)),
+                              target_size, size=lambda r: len(r[1]))
+
+    try:  # the highest quality that fits with its post-filter
+        return search(None)
+    except RateControlError:  # where the filter's bytes alone break the budget, without it
+        return search(target_size)
+
+
+def _fitting_strength(enc: Encoder, target_size: int, steps: int = 6) -> float:
+    """The largest ROI strength, to 1/2**steps of the asked one, whose smallest file (quality 0)
+    fits target_size; 0 when none does (the map is still sent, with no offsets)."""
+    lo, hi = 0.0, enc.roi_strength
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        enc.set_roi_strength(mid)
+        if len(enc.encode(0.0, refine=False, max_bytes=target_size)) <= target_size:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _decode_rgb(c: Container) -> np.ndarray:

@@ -163,6 +163,24 @@ def test_roi_with_target_size(photo):
     assert 0.9 * target < len(data) <= target
 
 
+def test_a_target_below_the_smallest_roi_file_weakens_the_roi(photo):
+    """Where the ROI's finer steps make even quality 0 too big, but the file without them fits,
+    the encoder lowers the strength until it fits instead of giving up."""
+    mask = np.zeros((photo.height, photo.width), np.uint8)
+    mask[:150, :] = 3
+    plain = len(codec.encode(photo, quality=0))
+    full = codec.encode(photo, quality=0, roi=mask, roi_strength=2.0)
+    target = plain + (len(full) - plain) // 3
+    assert plain < target < len(full)
+    data = codec.encode(photo, target_size=target, roi=mask, roi_strength=2.0)
+    assert len(data) <= target
+    offsets = codec.read_info(data)["roi_quality_offsets"]
+    asked = codec.read_info(full)["roi_quality_offsets"]
+    assert 0 < offsets["face"] < asked["face"] and asked["background"] < offsets["background"] < 0
+    with pytest.raises(codec.RateControlError):  # below the plain file too: nothing fits
+        codec.encode(photo, target_size=plain // 2, roi=mask, roi_strength=2.0)
+
+
 def test_texture_mask_finds_busy_cells():
     rgb = np.zeros((128, 256, 3), np.uint8)
     rgb[:64, 192:] = (np.random.default_rng(0).random((64, 64, 1)) * 255).astype(np.uint8)
