@@ -18,7 +18,7 @@ from .models.latent_refine import refine_latent
 from .precision import synth_bf16
 from .rate_control import search_quality
 from .roi_map import DEFAULT_STRENGTH as DEFAULT_ROI_STRENGTH
-from .roi_map import CELL, PAD, RoiMap, check_strength, pixel_to_grid, roi_offset
+from .roi_map import CELL, PAD, ROI_MU, RoiMap, check_strength, pixel_to_grid, roi_offset
 from .roi_map import grid_shape as _grid_shape
 from .zoo import LoadedModel, find_model, load_model
 
@@ -172,8 +172,26 @@ class Encoder:
         y_hat = self._decoded_latent(*self.model.coder.compress(self.y, t), t, None)
         x = _synthesize(self.model, y_hat, None, self.src.height, self.src.width, False)
         err = (x - _target(self.src).expand_as(x)).square().sum(0).numpy()
-        mask = np.kron(cells, np.ones((CELL, CELL), bool))[:self.src.height, :self.src.width]
+        mask = self._pixels(cells)
         return float(err[mask].sum() / max(err.sum(), 1e-12))
+
+    def _pixels(self, cells: np.ndarray) -> np.ndarray:
+        """Latent-grid cells as a per-pixel mask of the image."""
+        return np.kron(cells, np.ones((CELL, CELL), bool))[:self.src.height, :self.src.width]
+
+    def roi_score(self, data: bytes, mu: float) -> float:
+        """What the ROI offsets maximise (codec.roi_map.roi_offset), on this file's decoded
+        pixels: whole-image PSNR + mu * PSNR of the text and face cells, in dB."""
+        dec = _decode_rgb(container.unpack(data, None)).astype(np.float64)
+        err = np.square(dec - self.src.rgb.astype(np.float64)).mean(-1)
+
+        def psnr(e):
+            return 10 * math.log10(255.0 ** 2 / max(float(e.mean()), 1e-10))
+
+        cells = None if self.grid is None else self.grid >= analysis.TEXT
+        if cells is None or not cells.any():
+            return psnr(err)
+        return psnr(err) + mu * psnr(err[self._pixels(cells)])
 
     def _decoded_latent(self, z_str: bytes, y_str: bytes, t: float, qmap) -> torch.Tensor:
         """The latent the decoder will give g_s for these strings."""
@@ -272,10 +290,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
         except RateControlError:
             if not enc.roi_strength:
                 raise
-            # ROI's finer steps can make even the smallest file too big for a low target, where
-            # the same image without them fits: weaken the ROI until the smallest file fits.
-            enc.set_roi_strength(_fitting_strength(enc, target_size))
-            quality, plain = _fit(enc, target_size)
+            quality, plain = _fit_weaker_roi(enc, target_size)
         if not enc.refine_steps:
             return plain
         refined = enc.encode(quality, max_bytes=target_size)
@@ -295,14 +310,38 @@ def _fit(enc: Encoder, target_size: int) -> tuple[float, bytes]:
         return search(target_size)
 
 
+def _fit_weaker_roi(enc: Encoder, target_size: int) -> tuple[float, bytes]:
+    """For a target below the smallest ROI file at the asked strength: the best of a few weaker
+    strengths, each at the highest quality that fits, by the score the offsets were sized for
+    (Encoder.roi_score). The strongest that fits is often not the best: it sits at quality 0
+    and may have dropped its post-filter, where a weaker one keeps both. The encoder is left at
+    the chosen strength."""
+    mu = ROI_MU * enc.roi_strength
+    top = _fitting_strength(enc, target_size)
+    best = None
+    for strength in dict.fromkeys((top, top / 2, 0.0)):
+        enc.set_roi_strength(strength)
+        try:
+            quality, data = _fit(enc, target_size)
+        except RateControlError:
+            if best is None and strength == 0.0:
+                raise
+            continue
+        score = enc.roi_score(data, mu)
+        if best is None or score > best[0]:
+            best = (score, strength, quality, data)
+    enc.set_roi_strength(best[1])
+    return best[2], best[3]
+
+
 def _fitting_strength(enc: Encoder, target_size: int, steps: int = 6) -> float:
-    """The largest ROI strength, to 1/2**steps of the asked one, whose smallest file (quality 0)
-    fits target_size; 0 when none does (the map is still sent, with no offsets)."""
+    """The largest ROI strength, to 1/2**steps of the asked one, whose smallest file (quality 0,
+    without the post-filter) fits target_size; 0 when none does."""
     lo, hi = 0.0, enc.roi_strength
     for _ in range(steps):
         mid = (lo + hi) / 2
         enc.set_roi_strength(mid)
-        if len(enc.encode(0.0, refine=False, max_bytes=target_size)) <= target_size:
+        if len(enc.encode(0.0, refine=False, filtered=False)) <= target_size:
             lo = mid
         else:
             hi = mid

@@ -79,7 +79,7 @@ def whole_image_bd_rate(rows: list[dict], targets: list[float]) -> float:
     per_image: dict[str, dict[float, dict]] = {}
     for r in rows:
         per_image.setdefault(r["image"], {})[r["target_bpp"]] = r
-    common = [im for im, d in per_image.items() if len(d) == len(targets)]
+    common = [im for im, d in per_image.items() if all(t in d for t in targets)]
     if not common or len(targets) < 2:
         return float("nan")
 
