@@ -91,11 +91,12 @@ class Encoder:
         with torch.no_grad():
             self.y = model.net.g_a(x).contiguous()
         self.alpha = image_io.encode_alpha(src.alpha) if src.alpha is not None else None
-        self.levels, self.grid, self.share = levels, None, None
+        self.levels, self.grid, self.cells, self.share = levels, None, None, None
         if levels is not None:
             self.grid = pixel_to_grid(levels, _grid_shape(src.height, src.width))
-            if roi_strength > 0 and (self.grid >= analysis.TEXT).any():
-                self.share = self._error_share(self.grid >= analysis.TEXT)
+            self.cells = self.grid >= analysis.TEXT  # the text and face cells
+            if roi_strength > 0 and self.cells.any():
+                self.share = self._error_share(self.cells)
         self.set_roi_strength(roi_strength)
 
     def set_roi_strength(self, strength: float) -> None:
@@ -188,10 +189,9 @@ class Encoder:
         def psnr(e):
             return 10 * math.log10(255.0 ** 2 / max(float(e.mean()), 1e-10))
 
-        cells = None if self.grid is None else self.grid >= analysis.TEXT
-        if cells is None or not cells.any():
+        if self.cells is None or not self.cells.any():
             return psnr(err)
-        return psnr(err) + mu * psnr(err[self._pixels(cells)])
+        return psnr(err) + mu * psnr(err[self._pixels(self.cells)])
 
     def _decoded_latent(self, z_str: bytes, y_str: bytes, t: float, qmap) -> torch.Tensor:
         """The latent the decoder will give g_s for these strings."""
@@ -260,8 +260,8 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
     """Encode an image (PIL image, HxWxC uint8/uint16 array, path, bytes) to .lic bytes.
 
     target_bpp / target_size pick the highest quality whose file fits (file bytes, header
-    included); they override `quality`. With ROI, a target below the smallest ROI file lowers
-    roi_strength until the file fits. roi: "none", "auto" (faces, text, fine texture get finer
+    included); they override `quality`. With ROI, a target below the smallest ROI file is met
+    with the best of a few weaker strengths that fit (slower). roi: "none", "auto" (faces, text, fine texture get finer
     quantisation, the background coarser), or a level mask (path or HxW array, see
     codec.analysis); roi_strength in [0, 3] scales how strongly. effort 0 (fast), 1 or 2 refines
     the latent for this image (REFINE_STEPS): smaller files at the same quality, ~16 s (effort 1)
@@ -288,7 +288,7 @@ def encode(image, quality: float = DEFAULT_QUALITY, target_bpp: float | None = N
         try:
             quality, plain = _fit(enc, target_size)
         except RateControlError:
-            if not enc.roi_strength:
+            if enc.roi is None or not enc.roi_strength:  # nothing to weaken
                 raise
             quality, plain = _fit_weaker_roi(enc, target_size)
         if not enc.refine_steps:
